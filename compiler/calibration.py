@@ -1,0 +1,37 @@
+"""Calibration: what the quantizer learns from a few real input samples."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from spikformer_neuro.loihi_grid import detect_input_levels
+
+from .float_exec import run_float
+from .ir import Graph
+
+
+def detect_input_grid(graph: Graph, x, max_levels: int = 255) -> Optional[int]:
+    """Integer levels per unit that encode these (normalised) inputs exactly, or None."""
+    node = graph.input_node
+    if node.attrs["encoding"] != "analog":
+        return None
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    mean = np.asarray(node.attrs.get("mean", [0.0]), dtype=np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(node.attrs.get("std", [1.0]), dtype=np.float64).reshape(1, -1, 1, 1)
+    return detect_input_levels((x.astype(np.float64) - mean) / std, max_levels)
+
+
+def observed_synaptic_max(graph: Graph, x) -> Dict[str, float]:
+    """conv2d name -> the largest |W.x| (bias excluded) seen on the samples ``x`` (float run)."""
+    convs = [n for n in graph.by_op("conv2d")]
+    result = run_float(graph, x, record=[n.name for n in convs], dtype=torch.float64)
+    out = {}
+    for node in convs:
+        y = result.outputs[node.name]
+        bias = node.params.get("bias")
+        if bias is not None:
+            y = y - torch.as_tensor(bias, dtype=y.dtype).reshape(1, 1, -1, 1, 1)
+        out[node.name] = float(y.abs().max())
+    return out

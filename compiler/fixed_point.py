@@ -1,0 +1,586 @@
+"""Bit-exact numpy replicas of Lava 0.10's fixed-point ProcessModels.
+
+Every function here computes, for ONE time step and with a leading batch
+dimension, exactly the integers that the stock Lava 0.10 CPU models selected by
+``Loihi2SimCfg(select_tag="fixed_pt")`` compute:
+
+=====================  ===========================================================
+function               Lava source it replicates
+=====================  ===========================================================
+``lif_step``           ``lava/proc/lif/models.py``: ``AbstractPyLifModelFixed``
+                       (``scale_bias``, ``subthr_dynamics``, ``reset_voltage``),
+                       ``PyLifModelBitAcc`` and ``PyLifResetModelBitAcc.run_spk``
+``dense_weights``      ``lava/proc/dense/models.py``:
+                       ``AbstractPyDenseModelBitAcc.run_spk`` (first-step weight
+                       clip + truncation via ``lava/utils/weightutils.py``)
+``dense_accumulate``   ``AbstractPyDenseModelBitAcc.run_spk`` (accumulate + shift)
+``conv_accumulate``    ``lava/proc/conv/models.py``: ``PyConvModelFixed`` /
+                       ``AbstractPyConvModel.run_spk`` + ``lava/proc/conv/utils.py``
+                       (``conv``, ``conv_scipy``, ``signed_clamp``)
+``graded_vec_step``    ``lava/proc/graded/models.py``: ``PyGradedVecModelFixed``
+=====================  ===========================================================
+
+All arrays are ``int64`` (spikes from :func:`lif_step` are ``bool``).  Where
+Lava computes in ``int32`` and silently overflows, the overflow is reproduced
+with :func:`wrap_signed` ``(x, 32)``; Lava's 24-bit behaviours are reproduced
+with :func:`wrap_signed` (conv accumulator), :func:`wrap_lif_current` (LIF
+current ``u``) and :func:`clip_signed` (LIF voltage ``v``).
+
+Timing (see ``docs/reference-semantics.md``): in Lava, ``Dense`` and ``Conv``
+send at step ``t`` the accumulation of what they received at step ``t-1``
+(zeros at ``t = 1``); ``LIF``/``LIFReset``/``GradedVec`` send at step ``t`` the
+result of what they received at step ``t``.  The functions below are pure
+per-step functions without any delay: putting the hop delays in is the
+backend's business, not the reference executor's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import typing as ty
+
+import numpy as np
+
+__all__ = [
+    "UV_BITS", "DECAY_SHIFT", "DECAY_UNITY", "VTH_SHIFT", "ACT_SHIFT",
+    "U_MAX", "V_MAX", "CONV_ACC_BITS",
+    "DU_RANGE", "DV_RANGE", "VTH_RANGE", "BIAS_MANT_RANGE", "BIAS_EXP_RANGE",
+    "wrap_signed", "clip_signed", "wrap_lif_current",
+    "LifParams", "lif_step", "lif_reset_due",
+    "dense_weights", "dense_accumulate",
+    "conv_output_hw", "conv_accumulate",
+    "to_lava_conv_weight", "to_lava_layout", "from_lava_layout", "to_lava_xy",
+    "graded_vec_step",
+]
+
+# --- Loihi / Lava constants (AbstractPyLifModelFixed.__init__) ---------------
+UV_BITS = 24                      # u, v are 24-bit
+DECAY_SHIFT = 12                  # decays are 12-bit fractions of 4096
+DECAY_UNITY = 1 << DECAY_SHIFT    # 4096
+VTH_SHIFT = 6                     # threshold is MSB-aligned: vth << 6
+ACT_SHIFT = 6                     # synaptic input is MSB-aligned: a_in << 6
+U_MAX = 1 << (UV_BITS - 1)        # Lava's ``max_uv_val`` = 2**23
+V_MAX = U_MAX - 1                 # v saturates at +/-(2**23 - 1)
+CONV_ACC_BITS = 24                # PyConvModelFixed.clamp_precision bits
+
+# Legal (inclusive) ranges, from the PyLifModelBitAcc docstring / LavaPyType
+# precisions.  Lava itself never checks them: out-of-range values are cast
+# into int16/uint16/int32 storage and silently wrap.
+DU_RANGE = (0, (1 << 12) - 1)            # unsigned 12 bit
+DV_RANGE = (0, (1 << 12) - 1)            # unsigned 12 bit
+VTH_RANGE = (0, (1 << 17) - 1)           # unsigned 17 bit
+BIAS_MANT_RANGE = (-(1 << 12), (1 << 12) - 1)   # signed 13 bit
+BIAS_EXP_RANGE = (0, 7)                  # unsigned 3 bit
+
+_INT32_MIN = -(1 << 31)
+_INT32_MAX = (1 << 31) - 1
+# float64 represents every integer of magnitude <= 2**53 exactly; a float64
+# dot product of integers whose sum of |products| stays below this bound is
+# exact whatever the summation order (every partial sum is such an integer).
+_F64_EXACT = 1 << 53
+_F32_EXACT = 1 << 24    # the same for float32 (2x faster BLAS)
+
+
+def _exact_dtype(bound: int):
+    """Cheapest dtype whose matmul is exact when sum |products| < bound."""
+    if bound < _F32_EXACT:
+        return np.float32
+    if bound < _F64_EXACT:
+        return np.float64
+    return np.int64
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def _as_int64(x, name: str) -> np.ndarray:
+    """``x`` as an int64 array; non-integral values raise ``ValueError``."""
+    a = np.asarray(x)
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise ValueError(f"{name} must hold integers, got non-integral "
+                             f"values")
+        if a.size and np.max(np.abs(a)) >= 2.0 ** 62:
+            raise ValueError(f"{name} is too large for int64")
+        return a.astype(np.int64)
+    raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+
+
+def _check_range(a: np.ndarray, name: str, rng: ty.Tuple[int, int]) -> None:
+    lo, hi = rng
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise ValueError(f"{name} must lie in [{lo}, {hi}] (inclusive); got "
+                         f"values in [{a.min()}, {a.max()}]")
+
+
+def _int_scalar(x, name: str, lo: int, hi: int) -> int:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {x!r}")
+    x = int(x)
+    if not lo <= x <= hi:
+        raise ValueError(f"{name} must lie in [{lo}, {hi}]; got {x}")
+    return x
+
+
+def wrap_signed(x, bits: int) -> np.ndarray:
+    """Two's-complement wrap of ``x`` into ``bits`` signed bits (int64).
+
+    ``((x + 2**(bits-1)) mod 2**bits) - 2**(bits-1)``.  This is exactly
+    ``lava.proc.conv.utils.signed_clamp`` (which, despite its name, wraps) and,
+    for ``bits=32``, what numpy int32 arithmetic does on overflow.
+    """
+    if not 1 <= bits <= 62:
+        raise ValueError(f"bits must lie in [1, 62]; got {bits}")
+    half = np.int64(1) << np.int64(bits - 1)
+    x = np.asarray(x, dtype=np.int64)
+    return ((x + half) & ((half << 1) - 1)) - half
+
+
+def clip_signed(x, bits: int) -> np.ndarray:
+    """Symmetric saturation to ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``.
+
+    The only saturating operation in Lava's fixed-point models is the LIF
+    voltage (``np.clip(updated_volt, -max_uv_val + 1, max_uv_val - 1)`` in
+    ``AbstractPyLifModelFixed.subthr_dynamics``), and it is symmetric: the
+    most negative two's-complement value ``-2**(bits-1)`` is excluded.
+    """
+    if not 1 <= bits <= 62:
+        raise ValueError(f"bits must lie in [1, 62]; got {bits}")
+    m = (1 << (bits - 1)) - 1
+    return np.clip(np.asarray(x, dtype=np.int64), -m, m)
+
+
+def wrap_lif_current(x) -> np.ndarray:
+    """Lava's wrap of the LIF current ``u`` (``subthr_dynamics``).
+
+    Lava applies ONE correction, not a modulo::
+
+        x >  2**23  ->  x - 2**24
+        x <= -2**23 ->  x + 2**24
+
+    so, unlike :func:`wrap_signed` ``(x, 24)``: ``+2**23`` stays ``+2**23``
+    (one above the 24-bit range), ``-2**23`` becomes ``+2**23``, and a value
+    beyond ``+/-(2**23 + 2**24)`` stays out of the 24-bit range.  Inside
+    ``(-2**23 - 2**24, 2**23 + 2**24]`` the result lies in ``(-2**23, 2**23]``.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    out = np.where(x > U_MAX, x - 2 * U_MAX, x)
+    return np.where(out <= -U_MAX, x + 2 * U_MAX, out)
+
+
+def _decay(x: np.ndarray, factor) -> np.ndarray:
+    """``sign(x) * ((|x| * factor) >> 12)``: the decay truncates toward 0."""
+    return np.sign(x) * ((np.abs(x) * factor) >> DECAY_SHIFT)
+
+
+# --------------------------------------------------------------------------
+# LIF
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LifParams:
+    """Integer LIF parameters, validated against Loihi's bit widths.
+
+    Each field is an int64 array broadcastable to the neuron shape (the shape
+    without the batch dimension).  Lava's ``LIF`` process stores ``du``,
+    ``dv`` and ``vth`` as ONE value per population (``Var(shape=(1,))``) and
+    ``bias_mant`` / ``bias_exp`` per neuron; per-neuron ``du``/``dv``/``vth``
+    are accepted here but cannot be expressed by one stock ``LIF`` process.
+
+    Legal ranges (inclusive; out-of-range values raise ``ValueError`` naming
+    the parameter, nothing is clipped):
+
+    - ``du``, ``dv``: 0 .. 4095 (unsigned 12 bit)
+    - ``vth``: 0 .. 131071 (unsigned 17 bit); spike iff ``v > vth << 6``
+    - ``bias_mant``: -4096 .. 4095 (signed 13 bit)
+    - ``bias_exp``: 0 .. 7 (unsigned 3 bit).  Lava's ``scale_bias`` would
+      right-shift for a negative ``bias_exp``, but its documented (and the
+      hardware's) range is unsigned, so negatives are rejected.
+    """
+
+    du: np.ndarray
+    dv: np.ndarray
+    vth: np.ndarray
+    bias_mant: ty.Any = 0
+    bias_exp: ty.Any = 0
+
+    def __post_init__(self) -> None:
+        for name, rng in (("du", DU_RANGE), ("dv", DV_RANGE),
+                          ("vth", VTH_RANGE), ("bias_mant", BIAS_MANT_RANGE),
+                          ("bias_exp", BIAS_EXP_RANGE)):
+            a = _as_int64(getattr(self, name), name)
+            _check_range(a, name, rng)
+            a.setflags(write=False)
+            object.__setattr__(self, name, a)
+
+    @property
+    def effective_bias(self) -> np.ndarray:
+        """``bias_mant << bias_exp`` (``AbstractPyLifModelFixed.scale_bias``)."""
+        return self.bias_mant << self.bias_exp
+
+    @property
+    def effective_vth(self) -> np.ndarray:
+        """``vth << 6`` (``PyLifModelBitAcc.scale_threshold``)."""
+        return self.vth << VTH_SHIFT
+
+
+def lif_reset_due(time_step: int, reset_interval: int,
+                  reset_offset: int) -> bool:
+    """Whether ``LIFReset`` zeroes ``u`` and ``v`` at ``time_step``.
+
+    ``time_step`` is Lava's 1-based step counter (the first ``run_spk`` sees
+    ``time_step == 1``; it keeps counting across successive ``run`` calls).
+    ``PyLifResetModelBitAcc``: reset iff
+    ``time_step % reset_interval == reset_offset % reset_interval``.
+    """
+    if reset_interval < 1:
+        raise ValueError("reset_interval must be >= 1")
+    if reset_offset < 0:
+        raise ValueError("reset_offset must be >= 0")
+    return time_step % reset_interval == reset_offset % reset_interval
+
+
+def lif_step(u, v, a_in, params: LifParams, reset_mask=None):
+    """One time step of ``PyLifModelBitAcc`` (or ``PyLifResetModelBitAcc``).
+
+    Parameters
+    ----------
+    u, v : int arrays ``[batch, *neuron_shape]``, state BEFORE the step.
+    a_in : int array, same shape: the synaptic input received at THIS step
+        (LIF has no delay: its output at step t depends on ``a_in`` of step t).
+        It is the int32 value a stock Dense/Conv sends (already wrapped to 32
+        bits by :func:`dense_accumulate` / :func:`conv_accumulate`).
+    params : :class:`LifParams`, broadcastable to ``neuron_shape``.
+    reset_mask : None, a bool scalar, a bool array ``[batch]`` (per sample) or
+        a bool array of ``u``'s shape.  Where True, ``u`` and ``v`` are zeroed
+        BEFORE the step's dynamics, exactly as ``PyLifResetModelBitAcc.run_spk``
+        does when ``time_step % reset_interval == reset_offset`` (see
+        :func:`lif_reset_due`): the input of the reset step is still integrated.
+
+    Returns
+    -------
+    (u, v, spikes): new int64 ``u`` and ``v`` (``v`` already reset to 0 where
+    spiking) and the bool spike array (Lava sends it as int32 0/1).
+
+    Order of operations (``AbstractPyLifModelFixed.subthr_dynamics``)::
+
+        u' = wrap_lif_current(wrap32(decay(u, 4096 - (du + 1))
+                                     + wrap32(a_in << 6)))
+        v' = clip_signed(wrap32(decay(v, 4096 - dv) + u' + (bias_mant << bias_exp)), 24)
+        s  = v' > (vth << 6)
+        v' = 0 where s
+
+    with ``decay(x, f) = sign(x) * ((|x| * f) >> 12)`` (truncation toward 0).
+    """
+    u = _as_int64(u, "u")
+    v = _as_int64(v, "v")
+    a_in = _as_int64(a_in, "a_in")
+    if not (u.shape == v.shape == a_in.shape):
+        raise ValueError(f"u, v, a_in must have one shape; got {u.shape}, "
+                         f"{v.shape}, {a_in.shape}")
+    if u.ndim < 1:
+        raise ValueError("u, v, a_in need a leading batch dimension")
+    if not isinstance(params, LifParams):
+        raise TypeError("params must be a LifParams")
+
+    if reset_mask is not None:
+        m = np.asarray(reset_mask, dtype=bool)
+        if m.ndim == 1 and u.ndim > 1 and m.shape[0] == u.shape[0]:
+            m = m.reshape((-1,) + (1,) * (u.ndim - 1))
+        elif m.ndim != 0 and m.shape != u.shape:
+            raise ValueError(f"reset_mask must be a scalar, shape "
+                             f"({u.shape[0]},) or {u.shape}; got {m.shape}")
+        u = np.where(m, 0, u)
+        v = np.where(m, 0, v)
+
+    # current: int64 product, sign-magnitude shift, then int32 additions
+    decayed_u = _decay(u, DECAY_UNITY - (params.du + 1))
+    act = wrap_signed(a_in << ACT_SHIFT, 32)
+    u_new = wrap_lif_current(wrap_signed(decayed_u + act, 32))
+    # voltage
+    decayed_v = _decay(v, DECAY_UNITY - params.dv)
+    v_new = clip_signed(
+        wrap_signed(decayed_v + u_new + params.effective_bias, 32), UV_BITS)
+    spikes = v_new > params.effective_vth
+    v_new = np.where(spikes, 0, v_new)
+    return u_new, v_new, spikes
+
+
+# --------------------------------------------------------------------------
+# Dense
+# --------------------------------------------------------------------------
+def dense_weights(weights, num_weight_bits: int = 8, sign_mode=None
+                  ) -> np.ndarray:
+    """The integer weights ``PyDenseModelBitAcc`` actually uses.
+
+    On its first ``run_spk`` the model replaces its weights by
+    ``truncate_weights(clip_weights(W, sign_mode, num_bits=8), sign_mode,
+    num_weight_bits)`` (``lava/utils/weightutils.py``), with ``sign_mode``
+    defaulting to ``determine_sign_mode(W)``.  This calls those very functions:
+
+    - MIXED (both signs present): clip to [-256, 255], then
+      ``(w >> k) << k`` with ``k = 8 - num_weight_bits + 1`` -- so even at 8
+      bits the LSB is dropped (floor: 3 -> 2, -3 -> -4).
+    - EXCITATORY (all >= 0): clip to [0, 255], ``k = 8 - num_weight_bits``.
+    - INHIBITORY (all <= 0): negate, clip to [0, 255], truncate, negate.
+
+    ``weight_exp`` plays no part here: the model applies it to the
+    accumulated sum, see :func:`dense_accumulate`.
+
+    Parameters
+    ----------
+    weights : int array ``[out, in]`` (Lava's Dense layout). Non-integral
+        values raise (Lava would truncate them toward zero when casting to
+        its int32 ``weights`` Var).
+    num_weight_bits : 1..8.
+    sign_mode : ``lava.utils.weightutils.SignMode`` or None (auto, as Lava).
+    """
+    from lava.utils.weightutils import (SignMode, clip_weights,
+                                        determine_sign_mode, truncate_weights)
+    w = _as_int64(weights, "weights")
+    if w.ndim != 2:
+        raise ValueError(f"weights must be 2-D [out, in]; got shape {w.shape}")
+    if w.size and np.max(np.abs(w)) > _INT32_MAX:
+        raise ValueError("weights do not fit Lava's int32 weights Var")
+    nwb = _int_scalar(num_weight_bits, "num_weight_bits", 1, 8)
+    w32 = w.astype(np.int32)
+    if sign_mode is None:
+        sign_mode = determine_sign_mode(w32)
+    elif not isinstance(sign_mode, SignMode):
+        raise TypeError(f"sign_mode must be a SignMode or None; got "
+                        f"{sign_mode!r}")
+    w32 = clip_weights(w32, sign_mode, num_bits=8)
+    w32 = truncate_weights(w32, sign_mode, nwb)
+    return np.asarray(w32, dtype=np.int64)
+
+
+def _exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for int64 ``a`` [..., n, k] and ``b`` [..., k, m].
+
+    Uses float32 / float64 BLAS when ``max|a| * max|b| * k`` is below 2**24 /
+    2**53 (then every product and every partial sum is an exactly
+    representable integer, so the result is exact whatever the summation
+    order, FMA included), else numpy's int64 matmul (exact, or wrapping mod
+    2**64 -- which preserves the value mod 2**32).
+    """
+    k = a.shape[-1]
+    ma = int(np.max(np.abs(a))) if a.size else 0
+    mb = int(np.max(np.abs(b))) if b.size else 0
+    dt = _exact_dtype(ma * mb * max(k, 1))
+    if dt is np.int64:
+        return np.matmul(a, b)
+    return np.matmul(a.astype(dt), b.astype(dt)).astype(np.int64)
+
+
+def _shift(x: np.ndarray, exp: int) -> np.ndarray:
+    """Lava's ``left_shift(x, e) if e > 0 else right_shift(x, -e)``."""
+    return x << exp if exp > 0 else x >> (-exp)
+
+
+def dense_accumulate(w_eff, s_in, weight_exp: int = 0,
+                     num_message_bits: int = 0) -> np.ndarray:
+    """What ``PyDenseModelBitAcc`` accumulates from ``s_in`` (int64 [batch, out]).
+
+    Lava sends this value one step LATER than it receives ``s_in`` (at step
+    t it sends what it accumulated at t-1; zeros at step 1).
+
+    ``acc = W @ s`` with ``s = (s_in != 0)`` when ``num_message_bits == 0``
+    (binary: any non-zero payload counts as 1) or ``s = s_in`` (graded) when
+    ``num_message_bits > 0``; then the SUM is shifted:
+    ``acc << weight_exp`` if ``weight_exp > 0`` else ``acc >> -weight_exp``
+    (arithmetic, i.e. floor division by ``2**-weight_exp``).  Lava computes
+    the graded dot product and its shift in int32, the binary sum and its
+    shift in int64, and sends through an int32 channel, so the result is
+    ``wrap32(shift(wrap32(W @ s), weight_exp))`` (graded) or
+    ``wrap32(shift(W @ s, weight_exp))`` (binary) -- identical whenever
+    ``|W @ s| < 2**31``.  No 16- or 24-bit limit is applied by the simulator
+    (the ``precision=16`` of ``a_out`` is not enforced).
+
+    Parameters
+    ----------
+    w_eff : int array [out, in] from :func:`dense_weights`.
+    s_in : int/bool array [batch, in].
+    weight_exp : int in [-31, 31].
+    num_message_bits : int >= 0 (only ``> 0`` vs ``== 0`` matters in Lava).
+    """
+    w = _as_int64(w_eff, "w_eff")
+    s = np.asarray(s_in)
+    if w.ndim != 2:
+        raise ValueError(f"w_eff must be 2-D [out, in]; got {w.shape}")
+    if s.ndim != 2 or s.shape[1] != w.shape[1]:
+        raise ValueError(f"s_in must be [batch, {w.shape[1]}]; got {s.shape}")
+    e = _int_scalar(weight_exp, "weight_exp", -31, 31)
+    nmb = _int_scalar(num_message_bits, "num_message_bits", 0, 31)
+    if nmb == 0:
+        # Lava: weights[:, s].sum(axis=1) -> int64 sum, int64 shift
+        acc = _exact_int_matmul((s != 0).astype(np.int64), w.T)
+    else:
+        # Lava: weights.dot(s_in), int32 x int32 -> int32 (wraps)
+        acc = wrap_signed(_exact_int_matmul(_as_int64(s, "s_in"), w.T), 32)
+    # the int32 a_out channel wraps what is sent
+    return wrap_signed(_shift(acc, e), 32)
+
+
+# --------------------------------------------------------------------------
+# Conv
+# --------------------------------------------------------------------------
+def _pair(x, name: str) -> ty.Tuple[int, int]:
+    if np.isscalar(x):
+        x = (x, x)
+    x = tuple(x)
+    if len(x) == 1:
+        x = (x[0], x[0])
+    if len(x) != 2:
+        raise ValueError(f"{name} must be an int or a pair; got {x}")
+    for xi in x:
+        if isinstance(xi, (bool, np.bool_)) or not isinstance(
+                xi, (int, np.integer)):
+            raise TypeError(f"{name} must hold ints; got {x}")
+    return int(x[0]), int(x[1])
+
+
+def conv_output_hw(hw: ty.Tuple[int, int], kernel_hw, stride=1, padding=0,
+                   dilation=1) -> ty.Tuple[int, int]:
+    """Output (H, W): ``floor((n + 2p - d(k-1) - 1) / s) + 1`` per axis
+    (``lava.proc.conv.utils.output_shape``, same as PyTorch)."""
+    k, s, p, d = (_pair(kernel_hw, "kernel"), _pair(stride, "stride"),
+                  _pair(padding, "padding"), _pair(dilation, "dilation"))
+    out = tuple((hw[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1
+                for i in range(2))
+    if min(out) < 1:
+        raise ValueError(f"convolution output would be empty: {out}")
+    return out
+
+
+def conv_accumulate(x, weight, stride=1, padding=0, dilation=1, groups=1,
+                    num_message_bits: int = 0) -> np.ndarray:
+    """What ``PyConvModelFixed`` accumulates from ``x`` (int64 [B, Cout, H', W']).
+
+    Lava sends this value one step LATER than it receives ``x``.
+
+    Our layout is PyTorch's: ``x`` is ``[batch, C_in, H, W]``, ``weight`` is
+    ``[C_out, C_in / groups, kH, kW]`` applied as a cross-correlation
+    (``torch.nn.functional.conv2d``); ``stride``/``padding``/``dilation`` are
+    ints or ``(h, w)`` pairs.  The equivalent stock ``Conv`` process gets
+    ``input_shape = (W, H, C_in)``, ``weight = to_lava_conv_weight(weight)``
+    (spatially flipped, because Lava's scipy ``convolve2d`` is a true
+    convolution, and transposed to ``(C_out, kW, kH, C_in/groups)``) and the
+    pairs reversed to ``(w, h)`` (:func:`to_lava_xy`); its input / output
+    vectors are ``to_lava_layout(x[b])`` / ``to_lava_layout(out[b])``.
+
+    Semantics (``AbstractPyConvModel.run_spk`` + ``utils.conv_scipy``):
+
+    - binary input (``num_message_bits == 0``): ``s = (x != 0)``; graded:
+      ``s = x``;
+    - the weights are used as given: NO 8-bit clip, NO ``num_weight_bits``
+      truncation, and ``weight_exp`` is IGNORED by the Python model;
+    - ``acc`` = exact integer correlation sum (Lava: float64, exact below
+      2**53), cast to int32 -- an out-of-int32 float becomes ``-2**31``
+      (numpy's x86 float->int32 cast; platform-specific) --, then
+      ``signed_clamp(acc, 24)``, which WRAPS (two's complement) to 24 bits.
+
+    Implementation: im2col + one (per group, batched) matmul in float32 /
+    float64 when ``max|w| * max|s| * C_in/groups * kH * kW`` is below 2**24 /
+    2**53 (exact: all partial sums are representable integers), else int64;
+    a bound ``>= 2**63`` raises ``ValueError`` (where Lava's own float64 sums
+    stop being exact the result is out of contract anyway; with 24-bit
+    payloads and 8-bit weights the bound stays below 2**43 for
+    ``C_in/groups * kH * kW < 2**12``).
+    """
+    xs = np.asarray(x)
+    w = _as_int64(weight, "weight")
+    if xs.ndim != 4:
+        raise ValueError(f"x must be [batch, C, H, W]; got shape {xs.shape}")
+    if w.ndim != 4:
+        raise ValueError(f"weight must be [C_out, C_in/groups, kH, kW]; got "
+                         f"shape {w.shape}")
+    nmb = _int_scalar(num_message_bits, "num_message_bits", 0, 31)
+    g = _int_scalar(groups, "groups", 1, 1 << 30)
+    st, pd, dl = (_pair(stride, "stride"), _pair(padding, "padding"),
+                  _pair(dilation, "dilation"))
+    if min(st) < 1 or min(dl) < 1 or min(pd) < 0:
+        raise ValueError(f"need stride >= 1, dilation >= 1, padding >= 0; got "
+                         f"{st}, {dl}, {pd}")
+    B, C, H, W = xs.shape
+    Co, Cg, kh, kw = w.shape
+    if C % g or Co % g or C // g != Cg:
+        raise ValueError(f"channels do not match groups={g}: x has C={C}, "
+                         f"weight has shape {w.shape}")
+    Ho, Wo = conv_output_hw((H, W), (kh, kw), st, pd, dl)
+
+    s = (xs != 0).astype(np.int64) if nmb == 0 else _as_int64(xs, "x")
+    K = Cg * kh * kw
+    ms = int(np.max(np.abs(s))) if s.size else 0
+    mw = int(np.max(np.abs(w))) if w.size else 0
+    bound = ms * mw * max(K, 1)
+    if bound >= 1 << 63:
+        raise ValueError(
+            f"conv sums may reach {bound:.3e} >= 2**63; Lava's float64 "
+            f"accumulation is not exact there either -- out of contract")
+    dtype = _exact_dtype(bound)
+
+    sp = np.zeros((B, C, H + 2 * pd[0], W + 2 * pd[1]), dtype=dtype)
+    sp[:, :, pd[0]:pd[0] + H, pd[1]:pd[1] + W] = s
+    # cols[b, ho, wo, c, i, j] = sp[b, c, ho*sh + i*dh, wo*sw + j*dw]
+    cols = np.empty((B, Ho, Wo, C, kh, kw), dtype=dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dl[0], j * dl[1]
+            patch = sp[:, :, r0:r0 + (Ho - 1) * st[0] + 1:st[0],
+                       c0:c0 + (Wo - 1) * st[1] + 1:st[1]]
+            cols[:, :, :, :, i, j] = patch.transpose(0, 2, 3, 1)
+    N = B * Ho * Wo
+    cols = cols.reshape(N, g, K).transpose(1, 0, 2)          # [g, N, K]
+    wm = w.reshape(g, Co // g, K).transpose(0, 2, 1).astype(dtype)  # [g,K,Co/g]
+    acc = np.matmul(cols, wm)                                 # [g, N, Co/g]
+    acc = acc.transpose(1, 0, 2).reshape(B, Ho, Wo, Co).astype(np.int64)
+    acc = acc.transpose(0, 3, 1, 2)
+    # float64 -> int32 cast of the simulator (out of range -> INT32_MIN)
+    acc = np.where((acc < _INT32_MIN) | (acc > _INT32_MAX), _INT32_MIN, acc)
+    return wrap_signed(acc, CONV_ACC_BITS)
+
+
+def to_lava_conv_weight(weight) -> np.ndarray:
+    """PyTorch ``[C_out, C_in/g, kH, kW]`` (correlation) -> Lava ``Conv``
+    ``[C_out, kW, kH, C_in/g]`` (convolution): flip both spatial axes and
+    transpose ``(0, 3, 2, 1)`` -- as ``lava.lib.dl.netx.hdf5`` does."""
+    w = np.asarray(weight)
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+
+
+def to_lava_layout(a) -> np.ndarray:
+    """One sample ``[C, H, W]`` -> Lava's ``(W, H, C)`` (``transpose(2,1,0)``)."""
+    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
+
+
+def from_lava_layout(a) -> np.ndarray:
+    """Lava's ``(W, H, C)`` -> ``[C, H, W]`` (the same transpose)."""
+    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
+
+
+def to_lava_xy(pair) -> ty.Tuple[int, int]:
+    """``(h, w)`` stride/padding/dilation -> Lava's ``(x, y) = (w, h)``."""
+    h, w = _pair(pair, "pair")
+    return w, h
+
+
+# --------------------------------------------------------------------------
+# GradedVec
+# --------------------------------------------------------------------------
+def graded_vec_step(a_in, vth) -> np.ndarray:
+    """One step of ``PyGradedVecModelFixed`` (no delay, no state).
+
+    ``v = a_in`` (``v`` is reset to 0 after every step, so nothing carries
+    over); ``out = v * (|v| > vth)`` -- strict, with ``vth`` NOT shifted.
+    Lava computes in int32: the input is wrapped to 32 bits and ``|-2**31|``
+    stays negative, so ``-2**31`` is never sent.  No 24-bit limit is applied
+    by the simulator (the hardware payload is 24 bit).
+
+    ``vth``: int (or array broadcastable to the neuron shape) in
+    ``[0, 2**23 - 1]``.
+    """
+    vt = _as_int64(vth, "vth")
+    _check_range(vt, "vth", (0, (1 << 23) - 1))
+    v = wrap_signed(_as_int64(a_in, "a_in"), 32)
+    fire = (np.abs(v) > vt) & (v != _INT32_MIN)
+    return np.where(fire, v, 0)

@@ -1,0 +1,367 @@
+"""Reference executor for FLOAT-level graphs: the float contract every later stage is held to.
+
+``run_float(graph, x)`` runs a float-level :class:`~compiler.ir.Graph` on a batch exactly as
+the Spikformer takes it and returns the logits plus, on request, every node's output.
+
+Input batch
+    ``[B, C, H, W]`` static images, repeated over ``graph.meta["time_steps"]`` steps, or
+    ``[B, T, C, H, W]`` event frames when the input node's ``attrs["encoding"] == "spikes"``.
+
+Recorded outputs
+    ``FloatResult.outputs[name]`` is ``[T, B, *node.shape]`` (time first, map layout: a token
+    grid node is ``[T, B, D, H, W]``). Nodes after ``token_time_mean`` have no time dimension:
+    ``[B, *node.shape]``. ``FloatResult.logits`` is the output node's value, ``[B, K]``.
+
+Semantics per op (per time step unless stated; ``[B, C, H, W]`` maps, channels = dim 1)
+    ``input``            ``(x - mean) / std`` with per-channel ``attrs["mean"]``/``["std"]``
+                         (absent: 0 / 1).
+    ``conv2d``           ``torch.nn.functional.conv2d`` with ``stride``/``padding``/``groups``
+                         and the optional ``bias``.
+    ``batchnorm``        eval-mode BN per channel: ``(x - mean) / sqrt(var + eps) * gamma + beta``.
+    ``lif``              the paper's LIF over time from V = 0:
+                         ``H = V + (X - V) / tau``; spike iff ``H >= v_threshold``; hard reset
+                         to 0 (:func:`spikformer_neuro.neuron.lif_multistep`).
+    ``maxpool2d``        ``max_pool2d(kernel, stride, padding)`` (padding never wins the max).
+    ``sumpool2d``        sum over each ``kernel`` window, with ``stride`` and ZERO padding.
+    ``threshold``        1.0 where ``x >= attrs["threshold"]``, else 0.0.
+    ``spiking_attention`` inputs ``(q, k, v)``, maps ``[D, H, W]`` read as tokens
+                         ``N = H * W`` (row-major) x ``D`` features; per head ``h`` of
+                         ``D / num_heads`` consecutive channels:
+                         ``out_h = (Q_h K_h^T) V_h * scale``, written back to map layout.
+                         Equal to :meth:`spikformer_neuro.model.SSA.attention`.
+    ``sum``              the sum of its inputs (in input order).
+    ``token_time_mean``  mean over time and over H, W: ``[T, B, D, H, W] -> [B, D]``.
+    ``affine``           ``x @ weight.T + bias`` (bias optional).
+    ``output``           identity; its value is the logits.
+    Any other op with several inputs first sums them (NIR's convention). Loihi-level ops
+    (``loihi_lif``, ``token_time_sum``) are not float ops: they raise :class:`IRError`.
+
+Bit-identity with the PyTorch model
+    In float32 (and float64 against ``model.double()``) the executor reproduces the model's
+    spikes and logits bit for bit, because it issues the same kernels on the same layouts:
+    ``conv2d`` runs on the ``[T*B, C, H, W]`` flattening the model uses; a 1x1, stride-1,
+    unpadded, ungrouped ``conv2d`` (what the frontend makes of a token-wise ``nn.Linear``)
+    runs as ``F.linear`` on contiguous tokens ``[T, B, N, D]`` - oneDNN's 1x1 convolution
+    and the BLAS GEMM behind ``nn.Linear`` sum in different orders and differ in the last
+    bits; a ``batchnorm`` runs in the layout its input was computed in (``[T*B*N, D]`` after
+    a token-wise linear, like ``BatchNorm1d``); ``token_time_mean`` is ``mean(dim=(0, 2))``
+    over contiguous tokens as in ``Spikformer.forward``. Elementwise ops (LIF, sums,
+    thresholds, normalisation) round identically in any layout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikformer_neuro.neuron import lif_multistep
+
+from .ir import Graph, IRError, Node
+
+__all__ = ["FloatResult", "run_float", "FLOAT_OPS"]
+
+FLOAT_OPS = frozenset({"input", "conv2d", "batchnorm", "lif", "maxpool2d", "sumpool2d",
+                       "threshold", "spiking_attention", "sum", "token_time_mean", "affine",
+                       "output"})
+
+
+@dataclass
+class FloatResult:
+    logits: torch.Tensor                                   # [B, K]
+    outputs: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class _Value:
+    """A node's value. ``layout``: "map" ([T, B, C, H, W] or [B, C, H, W] when not timed),
+    "tokens" ([T, B, N, D], N = H*W row-major) or "flat" ([T, B, *shape] / [B, *shape])."""
+
+    data: torch.Tensor
+    layout: str
+    timed: bool
+    shape: Tuple[int, ...]
+
+    def as_map(self) -> torch.Tensor:
+        if self.layout != "tokens":
+            return self.data
+        d, h, w = self.shape
+        t = self.data
+        return t.transpose(-1, -2).reshape(*t.shape[:-2], d, h, w)
+
+    def as_tokens(self, where: str) -> torch.Tensor:
+        if self.layout == "tokens":
+            return self.data.contiguous()
+        if len(self.shape) != 3:
+            raise IRError(f"{where}: needs a [D, H, W] token grid, got shape {self.shape}")
+        return self.data.flatten(-2).transpose(-1, -2).contiguous()
+
+
+def _pair(v, where: str, key: str) -> Tuple[int, int]:
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise IRError(f"{where}: attribute '{key}' must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _where(node: Node) -> str:
+    return f"node '{node.name}' ({node.op})"
+
+
+class _Executor:
+    def __init__(self, graph: Graph, dtype: torch.dtype):
+        self.g = graph
+        self.dtype = dtype
+
+    def param(self, node: Node, key: str) -> Optional[torch.Tensor]:
+        arr = node.params.get(key)
+        if arr is None:
+            return None
+        return torch.from_numpy(np.ascontiguousarray(arr)).to(self.dtype)
+
+    # -- ops --------------------------------------------------------------------------------
+    def op_input(self, node: Node, x: torch.Tensor) -> _Value:
+        where = _where(node)
+        shape = tuple(node.shape)
+        dims = ", ".join(map(str, shape))
+        enc = node.attrs.get("encoding")
+        steps = self.g.meta.get("time_steps")
+        if enc == "spikes":
+            if x.dim() != 5 or tuple(x.shape[2:]) != shape:
+                raise ValueError(f"{where}: expected event input [B, T, {dims}], "
+                                 f"got {list(x.shape)}")
+            if steps is not None and x.shape[1] != int(steps):
+                raise ValueError(f"{where}: the graph runs {steps} time steps, the events have "
+                                 f"{x.shape[1]}")
+            x = x.transpose(0, 1)
+        elif enc == "analog":
+            if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+                raise ValueError(f"{where}: expected image input [B, {dims}], "
+                                 f"got {list(x.shape)}")
+            if steps is None:
+                raise IRError(f"{where}: graph meta lacks 'time_steps' for an analog input")
+            x = x.unsqueeze(0).expand(int(steps), *x.shape)
+        else:
+            raise IRError(f"{where}: unknown encoding {enc!r} (expected 'analog' or 'spikes')")
+        x = x.to(self.dtype)
+        if "mean" in node.attrs or "std" in node.attrs:
+            c = shape[0]
+            mean = node.attrs.get("mean", [0.0] * c)
+            std = node.attrs.get("std", [1.0] * c)
+            if len(mean) != c or len(std) != c:
+                raise IRError(f"{where}: mean/std need {c} values (one per channel)")
+            mean_t = torch.tensor([float(v) for v in mean], dtype=self.dtype).view(-1, 1, 1)
+            std_t = torch.tensor([float(v) for v in std], dtype=self.dtype).view(-1, 1, 1)
+            x = (x - mean_t) / std_t
+        return _Value(x, "map", True, shape)
+
+    def op_conv2d(self, node: Node, v: _Value) -> _Value:
+        where = _where(node)
+        if len(v.shape) != 3:
+            raise IRError(f"{where}: input must be a [C, H, W] map, got shape {v.shape}")
+        w = self.param(node, "weight")
+        b = self.param(node, "bias")
+        stride = _pair(node.attrs["stride"], where, "stride")
+        padding = _pair(node.attrs["padding"], where, "padding")
+        groups = int(node.attrs["groups"])
+        if w.dim() != 4:
+            raise IRError(f"{where}: weight must be [out, in/groups, kh, kw], got {list(w.shape)}")
+        if w.shape[1] * groups != v.shape[0]:
+            raise IRError(f"{where}: weight {list(w.shape)} with groups={groups} does not take "
+                          f"{v.shape[0]} input channels")
+        if tuple(w.shape[2:]) == (1, 1) and stride == (1, 1) and padding == (0, 0) and groups == 1:
+            # Token-wise linear, computed as the model's nn.Linear computes it.
+            y = F.linear(v.as_tokens(where), w[:, :, 0, 0].contiguous(), b)
+            return _Value(y, "tokens", v.timed, tuple(node.shape))
+        x = v.as_map()
+        lead = x.shape[:-3]
+        y = F.conv2d(x.reshape(-1, *x.shape[-3:]).contiguous(), w, b, stride, padding, 1, groups)
+        return _Value(y.reshape(*lead, *y.shape[1:]), "map", v.timed, tuple(node.shape))
+
+    def op_batchnorm(self, node: Node, v: _Value) -> _Value:
+        where = _where(node)
+        c = v.shape[0]
+        p = {k: self.param(node, k) for k in ("gamma", "beta", "mean", "var")}
+        for k, t in p.items():
+            if t.shape != (c,):
+                raise IRError(f"{where}: parameter '{k}' has shape {list(t.shape)}, "
+                              f"expected [{c}] (one per channel)")
+        eps = float(node.attrs["eps"])
+
+        def bn(x2: torch.Tensor) -> torch.Tensor:
+            return F.batch_norm(x2, p["mean"], p["var"], p["gamma"], p["beta"], False, 0.0, eps)
+
+        x = v.data
+        if v.layout == "tokens":   # BatchNorm1d over [T*B*N, D], as LinearBNLIF runs it
+            y = bn(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        else:                      # channels at dim 1 of [T*B, C, ...]
+            nd = len(v.shape)
+            lead = x.shape[:-nd]
+            y = bn(x.reshape(-1, *x.shape[-nd:])).reshape(*lead, *x.shape[-nd:])
+        return _Value(y, v.layout, v.timed, tuple(node.shape))
+
+    def op_lif(self, node: Node, v: _Value) -> _Value:
+        if not v.timed:
+            raise IRError(f"{_where(node)}: a LIF needs a per-time-step input (it comes after "
+                          "token_time_mean)")
+        s = lif_multistep(v.data, float(node.attrs["tau"]), float(node.attrs["v_threshold"]))
+        return _Value(s, v.layout, True, tuple(node.shape))
+
+    def _pool(self, node: Node, v: _Value, fn) -> _Value:
+        where = _where(node)
+        if len(v.shape) != 3:
+            raise IRError(f"{where}: input must be a [C, H, W] map, got shape {v.shape}")
+        k = _pair(node.attrs["kernel"], where, "kernel")
+        s = _pair(node.attrs["stride"], where, "stride")
+        p = _pair(node.attrs["padding"], where, "padding")
+        x = v.as_map()
+        lead = x.shape[:-3]
+        y = fn(x.reshape(-1, *x.shape[-3:]), k, s, p)
+        return _Value(y.reshape(*lead, *y.shape[1:]), "map", v.timed, tuple(node.shape))
+
+    def op_maxpool2d(self, node: Node, v: _Value) -> _Value:
+        return self._pool(node, v, lambda x, k, s, p: F.max_pool2d(x, k, s, p))
+
+    def op_sumpool2d(self, node: Node, v: _Value) -> _Value:
+        return self._pool(node, v, lambda x, k, s, p: F.avg_pool2d(
+            x, k, s, p, ceil_mode=False, count_include_pad=True, divisor_override=1))
+
+    def op_threshold(self, node: Node, v: _Value) -> _Value:
+        th = float(node.attrs["threshold"])
+        return _Value((v.data >= th).to(self.dtype), v.layout, v.timed, tuple(node.shape))
+
+    def op_spiking_attention(self, node: Node, q: _Value, k: _Value, v: _Value) -> _Value:
+        where = _where(node)
+        heads = int(node.attrs["num_heads"])
+        scale = float(node.attrs["scale"])
+        if not (q.shape == k.shape == v.shape):
+            raise IRError(f"{where}: q, k, v shapes differ: {q.shape}, {k.shape}, {v.shape}")
+        if not (q.timed and k.timed and v.timed):
+            raise IRError(f"{where}: q, k, v must be per-time-step token grids")
+        d = q.shape[0]
+        if heads < 1 or d % heads:
+            raise IRError(f"{where}: {d} channels do not split into {heads} heads")
+        qt, kt, vt = (val.as_tokens(where) for val in (q, k, v))  # [T, B, N, D]
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            t, b, n, dd = x.shape
+            return x.reshape(t, b, n, heads, dd // heads).transpose(2, 3)
+
+        qh, kh, vh = split(qt), split(kt), split(vt)
+        out = (qh @ kh.transpose(-2, -1)) @ vh * scale
+        return _Value(out.transpose(2, 3).reshape(qt.shape), "tokens", True, tuple(node.shape))
+
+    def op_token_time_mean(self, node: Node, v: _Value) -> _Value:
+        if not v.timed:
+            raise IRError(f"{_where(node)}: input has no time dimension")
+        y = v.as_tokens(_where(node)).mean(dim=(0, 2))
+        return _Value(y, "flat", False, tuple(node.shape))
+
+    def op_affine(self, node: Node, v: _Value) -> _Value:
+        where = _where(node)
+        w = self.param(node, "weight")
+        if w.dim() != 2 or v.shape != (w.shape[1],):
+            raise IRError(f"{where}: weight {list(w.shape)} does not take an input of shape "
+                          f"{v.shape}")
+        return _Value(F.linear(v.data, w, self.param(node, "bias")), "flat", v.timed,
+                      tuple(node.shape))
+
+    def op_output(self, node: Node, v: _Value) -> _Value:
+        return _Value(v.data, v.layout, v.timed, v.shape)
+
+    # -- driver -------------------------------------------------------------------------------
+    def sum_values(self, node: Node, vals: List[_Value]) -> _Value:
+        if len(vals) == 1:
+            return vals[0]
+        where = _where(node)
+        first = vals[0]
+        for other in vals[1:]:
+            if other.shape != first.shape or other.timed != first.timed:
+                raise IRError(f"{where}: cannot sum inputs of shapes {[x.shape for x in vals]}")
+        if all(x.layout == "tokens" for x in vals):
+            acc = vals[0].data
+            for x in vals[1:]:
+                acc = acc + x.data
+            return _Value(acc, "tokens", first.timed, first.shape)
+        acc = vals[0].as_map()
+        for x in vals[1:]:
+            acc = acc + x.as_map()
+        return _Value(acc, "flat" if first.layout == "flat" else "map", first.timed, first.shape)
+
+    def run(self, x: torch.Tensor, record: Union[bool, Iterable[str]]) -> FloatResult:
+        g = self.g
+        g.validate()
+        nodes = list(g)
+        if record is True:
+            wanted = {n.name for n in nodes}
+        elif record is False or record is None:
+            wanted = set()
+        else:
+            wanted = set(record)
+            unknown = sorted(wanted - set(g.nodes))
+            if unknown:
+                raise IRError(f"cannot record unknown node(s) {unknown}")
+        for n in nodes:
+            if n.op not in FLOAT_OPS:
+                raise IRError(f"{_where(n)}: not a float-level op; run_float executes "
+                              f"{sorted(FLOAT_OPS)} (Loihi-level graphs need the integer "
+                              "executor)")
+        last_use = {}
+        for i, n in enumerate(nodes):
+            for src in n.inputs:
+                last_use[src] = i
+        values: Dict[str, _Value] = {}
+        outputs: Dict[str, torch.Tensor] = {}
+        logits = None
+        for i, node in enumerate(nodes):
+            if node.op == "input":
+                val = self.op_input(node, x)
+            else:
+                ins = [values[s] for s in node.inputs]
+                if node.op == "spiking_attention":
+                    val = self.op_spiking_attention(node, *ins)
+                elif node.op == "sum":
+                    val = self.sum_values(node, ins)
+                    val = _Value(val.data, val.layout, val.timed, tuple(node.shape))
+                else:
+                    val = getattr(self, f"op_{node.op}")(node, self.sum_values(node, ins))
+            self.check_shape(node, val, x.shape[0])
+            values[node.name] = val
+            if node.name in wanted:
+                outputs[node.name] = val.as_map()
+            if node.op == "output":
+                if val.timed:
+                    raise IRError(f"{_where(node)}: receives a per-time-step value; the logits "
+                                  "must be [B, K] (is token_time_mean missing?)")
+                logits = val.data
+            for src in node.inputs:
+                if last_use.get(src) == i:
+                    values.pop(src, None)
+        assert logits is not None  # validate() guarantees an output node
+        return FloatResult(logits, outputs)
+
+    @staticmethod
+    def check_shape(node: Node, val: _Value, batch: int) -> None:
+        got = tuple(val.as_map().shape) if val.layout == "tokens" else tuple(val.data.shape)
+        t = val.data.shape[0] if val.timed else None
+        want = ((t,) if val.timed else ()) + (batch,) + tuple(node.shape)
+        if got != want:
+            raise IRError(f"{_where(node)}: computes a value of shape {list(got)}, but the graph "
+                          f"says {list(node.shape)} per sample (full {list(want)})")
+
+
+def run_float(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False,
+              dtype: torch.dtype = torch.float32) -> FloatResult:
+    """Run a float-level graph on a batch ``x``; see the module docstring for the contract.
+
+    ``record``: True for every node, an iterable of node names, or False for logits only.
+    ``dtype``: float32 (the model's arithmetic) or float64 (parameters are cast once).
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"run_float computes in float32 or float64, not {dtype}")
+    x = torch.as_tensor(x)
+    with torch.no_grad():
+        return _Executor(graph, dtype).run(x, record)

@@ -1,0 +1,307 @@
+"""Quantize a folded float graph to Loihi fixed point (the integer contract of Lava 0.10).
+
+Input: the output of ``float_passes`` (BN folded, max-pools rewritten). Output: a
+"quantized" graph whose every value is an integer and whose arithmetic is exactly what
+``compiler.reference`` and the Lava backend compute (docs/reference-semantics.md).
+
+Per LIF population (conv2d -> lif becomes conv2d[int weights] -> loihi_lif): the paper's
+LIF equals Loihi's CUBA LIF (du = 4095, dv = 4096/tau) at a per-layer scale S; the grid
+(S, vth, integer weights and bias) and its constraints are in ``spikformer_neuro.loihi_grid``,
+shared with quantization-aware training. A checkpoint fine-tuned with QAT carries its grid as
+hints (graph.meta["loihi_hints"]); they are used as given and re-checked in integers.
+
+The 24-bit state bound is provable by default (``overflow="worst-case"``: sum |w| times the
+largest input value, from the value-range analysis below); ``overflow="calibrated"`` uses
+the largest |W.x| observed on calibration data times ``margin`` when that is smaller.
+
+Spiking self-attention: Q, K, V are binary, so Q.K^T.V is an integer count c. The scale
+s = 0.125 and the attention LIF's V_th = 0.5 fold into an integer gain g (the attention
+node sends g*c) and the attention LIF's vth: S = 64 * tau * g / s, vth = 2 g V_th / s - 1...
+With g >= 2^(T-1) every decay of v is an exact halving, so the integer neuron fires exactly
+when the float one does (exact=True in the node's attrs); otherwise g is as large as the
+24-bit bound allows and the result is close.
+
+Other ops: the input becomes an 8-bit graded value x_int = round(x_norm * input_scale)
+(analog) or stays binary (events); max-pool's threshold(1) stays (integer sum >= 1); residual
+sums stay integer sums; the token/time mean becomes an integer sum and the head an integer
+affine on it (weights 8-bit, bias scaled by T*N), whose argmax is the prediction.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+
+from spikformer_neuro.loihi_grid import (DECAY_UNITY, STATE_LIMIT, VTH_MAX, WEIGHT_MANT_MAX,
+                                         GridError, LayerGrid, bias_exponent, layer_grid,
+                                         scale_for_vth)
+
+from ..ir import Graph, IRError, Node
+
+INPUT_BITS = 8                 # analog input: unsigned (or signed) 8-bit graded values
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    overflow: str = "worst-case"   # or "calibrated"
+    margin: float = 2.0            # headroom over the calibrated maximum
+    # Integer levels per unit of (normalised) input. None: the full 8-bit range. When the
+    # data lie on a grid (8-bit images: k/255; scikit-learn digits: k/16) the grid's step
+    # makes the encoding exact (see compiler.calibration.detect_input_grid).
+    input_levels: Optional[int] = None
+
+
+def _fail(node: Node, msg: str) -> IRError:
+    return IRError(f"layer '{node.name}' ({node.op}): {msg}")
+
+
+# -- value ranges ----------------------------------------------------------------------------
+def node_bound(graph: Graph, node: Node, bounds: Dict[str, float]) -> float:
+    """Largest |value| ``node`` can output per time step, given its inputs' bounds (provable)."""
+    ins = sum(bounds[i] for i in node.inputs)
+    if node.op == "input":
+        return float(node.attrs.get("max_abs", 1))
+    if node.op in ("loihi_lif", "lif", "threshold"):
+        return 1.0
+    if node.op in ("sum", "output"):
+        return float(ins)
+    if node.op == "sumpool2d":
+        k = node.attrs["kernel"]
+        return float(ins) * (k * k if isinstance(k, int) else k[0] * k[1])
+    if node.op == "spiking_attention":
+        d = node.shape[0] // node.attrs["num_heads"]
+        return float(_tokens(node) * d * node.attrs.get("gain", 1))
+    if node.op == "conv2d":
+        w = np.abs(node.params["weight"]).reshape(node.params["weight"].shape[0], -1)
+        return float(w.sum(axis=1).max()) * ins
+    if node.op == "token_time_sum":
+        return float(ins) * graph.meta["time_steps"] * _tokens(graph[node.inputs[0]])
+    if node.op == "affine":
+        w, b = np.abs(node.params["weight"]), np.abs(node.params.get("bias", np.zeros(1)))
+        return float((w.sum(axis=1) * ins + b).max())
+    raise _fail(node, "no value-range rule for this op")
+
+
+def value_bounds(graph: Graph) -> Dict[str, float]:
+    """``node_bound`` of every node of a quantized graph."""
+    bounds: Dict[str, float] = {}
+    for node in graph:
+        bounds[node.name] = node_bound(graph, node, bounds)
+    return bounds
+
+
+def _tokens(node: Node) -> int:
+    return int(np.prod(node.shape[1:])) if len(node.shape) == 3 else 1
+
+
+# -- per-layer parameter mapping ---------------------------------------------------------------
+def _grid_for(conv: Node, lif: Node, w: np.ndarray, b: np.ndarray, x_max: float, levels: float,
+              observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int]) -> LayerGrid:
+    tau, v_th = float(lif.attrs["tau"]), float(lif.attrs["v_threshold"])
+    if hint is not None:
+        return LayerGrid(scale_for_vth(int(hint), v_th), int(hint), "hint")
+    rows = np.abs(w).reshape(w.shape[0], -1)
+    row_sum = float(rows.sum(axis=1).max())
+    if opts.overflow == "calibrated" and observed_wx is not None:
+        # the observed max |W.x| * margin replaces the worst case sum|W| * x_max when smaller
+        row_sum = min(row_sum, observed_wx * opts.margin * levels / max(x_max, 1e-30))
+    try:
+        return layer_grid(lif.name, w_abs_max=float(rows.max(initial=0.0)),
+                          w_row_abs_sum_max=row_sum, b_abs_max=float(np.abs(b).max(initial=0.0)),
+                          fan_in=rows.shape[1], x_max=x_max, tau=tau, v_threshold=v_th,
+                          input_levels=levels)
+    except GridError as e:
+        raise IRError(str(e)) from None
+
+
+def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
+                        observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int]):
+    """Integer weights for ``conv`` and Loihi parameters for ``lif`` on the layer's grid."""
+    w = conv.params["weight"].astype(np.float64)
+    b = conv.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
+    tau = float(lif.attrs["tau"])
+    grid = _grid_for(conv, lif, w, b, x_max, levels, observed_wx, opts, hint)
+    w_int = np.round(w / grid.weight_step(tau, levels)).astype(np.int64)
+    bias_v = np.round(b / grid.bias_step(tau))
+    exp = np.array([bias_exponent(abs(v)) for v in bias_v], dtype=np.int64)
+    mant = np.round(bias_v / 2.0 ** exp).astype(np.int64)
+    # Exact integer checks: with a hint (or a bug) the grid could be unsafe; never clip.
+    worst_a = float(np.abs(w_int).reshape(w_int.shape[0], -1).sum(axis=1).max()) * x_max
+    worst_b = float(np.abs(mant << exp).max(initial=0))
+    if np.abs(w_int).max(initial=0) > WEIGHT_MANT_MAX:
+        raise _fail(conv, f"weight {float(np.abs(w).max()):.6g} maps to "
+                          f"{int(np.abs(w_int).max())}, beyond the 8-bit mantissa (127) at "
+                          f"scale {grid.scale:.6g} ({grid.limited_by})")
+    if 64 * worst_a + worst_b >= STATE_LIMIT:
+        raise _fail(conv, f"worst-case input {worst_a:.0f} and bias {worst_b:.0f} could overflow "
+                          f"the 24-bit membrane at scale {grid.scale:.6g} ({grid.limited_by})")
+    dv = DECAY_UNITY / tau
+    return w_int, {
+        "du": np.array(DECAY_UNITY - 1, dtype=np.int64),
+        "dv": np.array(round(dv), dtype=np.int64),
+        "vth": np.array(grid.vth, dtype=np.int64),
+        "bias_mant": mant.reshape(-1, 1, 1),
+        "bias_exp": exp.reshape(-1, 1, 1),
+    }, {"scale": grid.scale, "vth": grid.vth, "limited_by": grid.limited_by,
+        "decay_exact": float(dv).is_integer(),
+        "weight_error": _rel_err(w, w_int * grid.weight_step(tau, levels)),
+        "bias_error": _rel_err(b, (mant << exp) * grid.bias_step(tau))}
+
+
+def _rel_err(ref: np.ndarray, approx: np.ndarray) -> float:
+    den = float(np.linalg.norm(ref))
+    return float(np.linalg.norm(ref - approx) / den) if den > 0 else 0.0
+
+
+def _quantize_attention_lif(attn: Node, lif: Node, time_steps: int):
+    """Gain g and LIF parameters for the attention LIF fed by g * (Q.K^T.V) counts."""
+    scale_s, v_th, tau = float(attn.attrs["scale"]), float(lif.attrs["v_threshold"]), float(lif.attrs["tau"])
+    d = attn.shape[0] // attn.attrs["num_heads"]
+    count_max = attn.shape[1] * attn.shape[2] * d
+    # a_in = g * c: 2 * (64 g c_max) < 2^23 (no bias) bounds g.
+    g_max = max(1, (STATE_LIMIT - 1) // (64 * count_max))
+    g = 1 << min(int(math.log2(g_max)), max(0, time_steps - 1))
+    scale = 64 * tau * g / scale_s          # v = S * H
+    exact_vth = scale * v_th / 64
+    exact = (g >= 2 ** (time_steps - 1) and float(exact_vth).is_integer() and tau == 2.0)
+    vth = int(exact_vth) - 1 if float(exact_vth).is_integer() else math.floor((scale * v_th - 1) / 64)
+    if not 0 <= vth <= VTH_MAX:
+        raise _fail(lif, f"attention threshold maps to vth {vth}, outside 0..{VTH_MAX}")
+    params = {"du": np.array(DECAY_UNITY - 1, dtype=np.int64),
+              "dv": np.array(round(DECAY_UNITY / tau), dtype=np.int64),
+              "vth": np.array(vth, dtype=np.int64),
+              "bias_mant": np.zeros((1, 1, 1), dtype=np.int64),
+              "bias_exp": np.zeros((1, 1, 1), dtype=np.int64)}
+    return g, params, {"scale": scale, "exact": exact, "limited_by": "attention gain"}
+
+
+# -- the pass -------------------------------------------------------------------------------
+def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
+             options: QuantizeOptions = QuantizeOptions()) -> Graph:
+    """Float graph (after ``float_passes``) -> Loihi fixed-point graph.
+
+    ``calibration``: for ``overflow="calibrated"``, node name of each conv2d -> the largest
+    |W.x| observed on calibration data (see ``calibrate``).
+    """
+    if options.overflow not in ("worst-case", "calibrated"):
+        raise ValueError(f"overflow must be 'worst-case' or 'calibrated', got {options.overflow!r}")
+    leftovers = graph.by_op("batchnorm", "maxpool2d")
+    if leftovers:
+        raise _fail(leftovers[0], "run float_passes (BN folding, max-pool rewrite) before quantize")
+    time_steps = int(graph.meta["time_steps"])
+    out = Graph(meta={**graph.meta, "stage": "quantized",
+                      "quantization": {"overflow": options.overflow, "margin": options.margin,
+                                       "input_bits": INPUT_BITS, "weight_mantissa_max": WEIGHT_MANT_MAX}})
+    layers: Dict[str, dict] = {}
+    bounds: Dict[str, float] = {}
+    pending_lif: Dict[str, dict] = {}  # LIF name -> integer parameters chosen with its conv
+    hints: Dict[str, int] = dict(graph.meta.get("loihi_hints", {}).get("vth", {}))
+
+    def emit(node: Node) -> None:
+        out.add(node)
+        bounds[node.name] = node_bound(out, node, bounds)
+
+    for node in graph:
+        if node.op == "input":
+            attrs = dict(node.attrs)
+            if attrs["encoding"] == "analog":
+                mean = np.asarray(attrs.get("mean", [0.0]), dtype=np.float64)
+                std = np.asarray(attrs.get("std", [1.0]), dtype=np.float64)
+                lo, hi = (0.0 - mean) / std, (1.0 - mean) / std  # inputs are images in [0, 1]
+                span = float(max(np.abs(lo).max(), np.abs(hi).max()))
+                signed = bool((lo < 0).any())
+                full = (1 << (INPUT_BITS - 1)) - 1 if signed else (1 << INPUT_BITS) - 1
+                scale = full / span
+                levels = options.input_levels
+                if levels is None:
+                    levels = graph.meta.get("loihi_hints", {}).get("input_levels")
+                if levels is not None:
+                    if not 1 <= levels * span <= full:
+                        raise _fail(node, f"input_levels {levels} does not fit "
+                                          f"{INPUT_BITS}-bit graded input (span {span:.4g})")
+                    scale = float(levels)
+                attrs.update(encoding="graded", bits=INPUT_BITS, signed=signed,
+                             input_scale=scale, max_abs=int(math.ceil(scale * span)))
+            else:
+                attrs.update(max_abs=1)
+            emit(Node(node.name, "input", [], node.shape, {}, attrs))
+        elif node.op == "conv2d":
+            consumers = graph.consumers(node.name)
+            if len(consumers) != 1 or consumers[0].op != "lif":
+                raise _fail(node, "every conv2d must feed exactly one LIF (its membrane); "
+                                  f"found consumers {[c.name for c in consumers]}")
+            lif = consumers[0]
+            x_max = sum(bounds[i] for i in node.inputs)
+            src = out[node.inputs[0]]
+            levels = float(src.attrs.get("input_scale", 1.0)) if src.op == "input" else 1.0
+            if levels != 1.0 and len(node.inputs) != 1:
+                raise _fail(node, "a graded image input must be the conv's only input")
+            observed = None if calibration is None else calibration.get(node.name)
+            w_int, lif_params, info = _quantize_lif_layer(
+                node, lif, x_max, levels, observed, options, hints.get(lif.name))
+            emit(Node(node.name, "conv2d", node.inputs, node.shape, {"weight": w_int},
+                      {**node.attrs, "weight_exp": 0,
+                       "graded_input": _is_graded(out, node.inputs)}))
+            layers[lif.name] = {"input": node.name, **info}
+            pending_lif[lif.name] = lif_params
+        elif node.op == "lif":
+            src = graph[node.inputs[0]]
+            if node.name in pending_lif:
+                params = pending_lif.pop(node.name)
+            elif src.op == "spiking_attention" and len(node.inputs) == 1:
+                continue  # emitted together with the attention node
+            else:
+                raise _fail(node, "a LIF must be fed by one conv2d or one spiking_attention")
+            emit(Node(node.name, "loihi_lif", node.inputs, node.shape, params,
+                      {"tau": node.attrs["tau"], "v_threshold": node.attrs["v_threshold"],
+                       "scale": layers[node.name]["scale"]}))
+        elif node.op == "spiking_attention":
+            lifs = graph.consumers(node.name)
+            if len(lifs) != 1 or lifs[0].op != "lif":
+                raise _fail(node, "spiking attention must feed exactly one LIF")
+            for role, src in zip(("q", "k", "v"), node.inputs):
+                if out[src].op != "loihi_lif":
+                    raise _fail(node, f"input {role} ('{src}') must be binary LIF spikes")
+            g, params, info = _quantize_attention_lif(node, lifs[0], time_steps)
+            emit(Node(node.name, "spiking_attention", node.inputs, node.shape, {},
+                      {**node.attrs, "gain": g}))
+            emit(Node(lifs[0].name, "loihi_lif", [node.name], lifs[0].shape, params,
+                      {"tau": lifs[0].attrs["tau"], "v_threshold": lifs[0].attrs["v_threshold"],
+                       "scale": info["scale"], "exact": info["exact"]}))
+            layers[lifs[0].name] = {"input": node.name, "gain": g, **info}
+        elif node.op in ("sumpool2d", "threshold", "sum", "output"):
+            if node.op == "threshold" and out[node.inputs[0]].op != "sumpool2d":
+                raise _fail(node, "only the max-pool rewrite's threshold is supported")
+            emit(node.copy())
+        elif node.op == "token_time_mean":
+            emit(Node(node.name, "token_time_sum", node.inputs, node.shape, {}, {}))
+        elif node.op == "affine":
+            src = graph[node.inputs[0]]
+            if src.op != "token_time_mean":
+                raise _fail(node, "only the classification head (affine after the token/time "
+                                  "mean) is supported")
+            emit(_quantize_head(node, time_steps * _tokens(graph[src.inputs[0]])))
+        else:
+            raise _fail(node, "op not supported by the Loihi quantizer")
+    out.meta["quantization"]["layers"] = layers
+    return out.validate()
+
+
+def _is_graded(graph: Graph, inputs) -> bool:
+    """True unless every input is a binary spike source (LIF / threshold / event input)."""
+    def binary(node: Node) -> bool:
+        return node.op in ("loihi_lif", "threshold") or (
+            node.op == "input" and node.attrs["encoding"] == "spikes")
+    return not all(binary(graph[i]) for i in inputs) or len(inputs) > 1
+
+
+def _quantize_head(node: Node, tokens_times_steps: int) -> Node:
+    w = node.params["weight"].astype(np.float64)
+    b = node.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
+    s_h = WEIGHT_MANT_MAX / max(float(np.abs(w).max()), 1e-30)
+    return Node(node.name, "affine", node.inputs, node.shape,
+                {"weight": np.round(w * s_h).astype(np.int64),
+                 "bias": np.round(b * s_h * tokens_times_steps).astype(np.int64)},
+                {"scale": s_h, "weight_error": _rel_err(w, np.round(w * s_h) / s_h)})

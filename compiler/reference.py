@@ -1,0 +1,181 @@
+"""The reference executor: runs a quantized graph with exactly Lava 0.10's integer arithmetic.
+
+It is the ground truth the Lava backend must match spike for spike. Every op uses the
+bit-exact per-step functions of ``compiler.fixed_point`` (docs/reference-semantics.md), in
+*algorithmic time*: at step t every node sees its inputs' values of the same step t (Lava
+adds one step per Conv/Dense hop; the backend re-aligns those delays). Vectorised over the
+batch; int64 throughout.
+
+Per step t, nodes in topological order:
+  input            the encoded input of step t (``encode_input``)
+  conv2d           ``conv_accumulate`` of the (int32-summed) inputs; binary or graded input
+  loihi_lif        ``lif_step`` on the int32 sum of its inputs (u, v start at 0)
+  sumpool2d        window sums of binary spikes (a depthwise all-ones convolution)
+  threshold        1 where the input >= threshold
+  spiking_attention  per head ``gain * Q.(K^T.V)`` on binary q, k, v (tokens = H*W row-major)
+  sum              integer sum of the inputs
+  token_time_sum   accumulates the input over tokens and all time steps
+After the last step: affine (integer ``W @ acc + b``) and output. The prediction is the
+argmax of the integer logits (first index on ties, as numpy and torch do).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Union
+
+import numpy as np
+
+from . import fixed_point as fx
+from .ir import Graph, IRError, Node
+
+REFERENCE_OPS = frozenset({"input", "conv2d", "loihi_lif", "sumpool2d", "threshold",
+                           "spiking_attention", "sum", "token_time_sum", "affine", "output"})
+
+
+@dataclass
+class ReferenceResult:
+    logits: np.ndarray                      # [B, K] int64
+    outputs: Dict[str, np.ndarray] = field(default_factory=dict)  # name -> [T, B, *shape]
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def encode_input(graph: Graph, x) -> np.ndarray:
+    """A float batch, as the model takes it, -> the integer input sequence [T, B, C, H, W].
+
+    Static images ([B, C, H, W], values in [0, 1]) are normalised, scaled by the input node's
+    ``input_scale`` and rounded to the nearest integer (half to even), then repeated over T.
+    Event frames ([B, T, C, H, W]) must already be binary.
+    """
+    node = graph.input_node
+    x = _as_numpy(x).astype(np.float64)
+    t_steps = int(graph.meta["time_steps"])
+    if node.attrs["encoding"] == "spikes":
+        if x.ndim != 5 or x.shape[1] != t_steps or tuple(x.shape[2:]) != tuple(node.shape):
+            raise ValueError(f"input: expected event frames [B, {t_steps}, "
+                             f"{', '.join(map(str, node.shape))}], got {list(x.shape)}")
+        bad = (x != 0) & (x != 1)
+        if bad.any():
+            raise ValueError(f"input: event frames must be binary; found value {x[bad][0]}")
+        return x.transpose(1, 0, 2, 3, 4).astype(np.int64)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(node.shape):
+        raise ValueError(f"input: expected images [B, {', '.join(map(str, node.shape))}], "
+                         f"got {list(x.shape)}")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise ValueError(f"input: image values must lie in [0, 1] (found {x.min():.4g}.."
+                         f"{x.max():.4g}); the graded encoding is calibrated for that range")
+    mean = np.asarray(node.attrs.get("mean", [0.0]), dtype=np.float64).reshape(1, -1, 1, 1)
+    std = np.asarray(node.attrs.get("std", [1.0]), dtype=np.float64).reshape(1, -1, 1, 1)
+    x_int = np.round((x - mean) / std * float(node.attrs["input_scale"])).astype(np.int64)
+    return np.broadcast_to(x_int, (t_steps,) + x_int.shape).copy()
+
+
+def _summed(values: Dict[str, np.ndarray], node: Node) -> np.ndarray:
+    """Fan-in: Lava adds the messages of several connections in int32."""
+    if len(node.inputs) == 1:
+        return values[node.inputs[0]]
+    return fx.wrap_signed(sum(values[i] for i in node.inputs), 32)
+
+
+def attention_counts(q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads: int) -> np.ndarray:
+    """Per head Q.(K^T.V) on binary maps [B, D, H, W] -> integer counts [B, D, H, W].
+
+    Reassociated as Q.(K^T.V): d x d per head instead of N x N, the same integers. Counts are
+    at most N*d < 2^53, so float64 products are exact.
+    """
+    b, d, h, w = q.shape
+    dh = d // num_heads
+
+    def heads(a):  # [B, D, H, W] -> [B, heads, N, dh]
+        return a.reshape(b, num_heads, dh, h * w).transpose(0, 1, 3, 2).astype(np.float64)
+
+    qh, kh, vh = heads(q), heads(k), heads(v)
+    out = qh @ (kh.transpose(0, 1, 3, 2) @ vh)
+    return out.transpose(0, 1, 3, 2).reshape(b, d, h, w).astype(np.int64)
+
+
+class _Runner:
+    def __init__(self, graph: Graph):
+        unsupported = [n for n in graph if n.op not in REFERENCE_OPS]
+        if unsupported:
+            n = unsupported[0]
+            raise IRError(f"node '{n.name}' ({n.op}): the reference executor runs quantized "
+                          "graphs only; run the quantize pass first")
+        self.graph = graph
+        self.lif_params = {n.name: fx.LifParams(**{k: n.params[k] for k in
+                                                   ("du", "dv", "vth", "bias_mant", "bias_exp")})
+                           for n in graph.by_op("loihi_lif")}
+        self.pool_weights = {n.name: np.ones((n.shape[0], 1, n.attrs["kernel"], n.attrs["kernel"]),
+                                             dtype=np.int64) for n in graph.by_op("sumpool2d")}
+
+    def run(self, x_seq: np.ndarray, record) -> ReferenceResult:
+        g = self.graph
+        batch = x_seq.shape[1]
+        wanted = set(g.nodes) if record is True else set(record or ())
+        unknown = wanted - set(g.nodes)
+        if unknown:
+            raise IRError(f"cannot record unknown node(s) {sorted(unknown)}")
+        state = {n: (np.zeros((batch,) + tuple(g[n].shape), np.int64),) * 2 for n in self.lif_params}
+        acc = {n.name: np.zeros((batch, n.shape[0]), np.int64) for n in g.by_op("token_time_sum")}
+        traces = {n: [] for n in wanted if g[n].op not in ("affine", "output", "token_time_sum")}
+        for t in range(x_seq.shape[0]):
+            values: Dict[str, np.ndarray] = {}
+            for node in g:
+                op = node.op
+                if op == "input":
+                    val = x_seq[t]
+                elif op == "conv2d":
+                    a = node.attrs
+                    val = fx.conv_accumulate(_summed(values, node), node.params["weight"],
+                                             a["stride"], a["padding"], 1, a["groups"],
+                                             num_message_bits=1 if a.get("graded_input") else 0)
+                elif op == "loihi_lif":
+                    u, v = state[node.name]
+                    u, v, spikes = fx.lif_step(u, v, _summed(values, node), self.lif_params[node.name])
+                    state[node.name] = (u, v)
+                    val = spikes.astype(np.int64)
+                elif op == "sumpool2d":
+                    a = node.attrs
+                    val = fx.conv_accumulate(_summed(values, node), self.pool_weights[node.name],
+                                             a["stride"], a["padding"], 1, node.shape[0])
+                elif op == "threshold":
+                    val = (_summed(values, node) >= node.attrs["threshold"]).astype(np.int64)
+                elif op == "spiking_attention":
+                    q, k, v_ = (values[i] for i in node.inputs)
+                    val = attention_counts(q, k, v_, node.attrs["num_heads"]) * int(node.attrs["gain"])
+                elif op == "sum":
+                    val = sum(values[i] for i in node.inputs)
+                elif op == "token_time_sum":
+                    acc[node.name] += _summed(values, node).sum(axis=(2, 3))
+                    continue
+                else:  # affine / output: after the time loop
+                    continue
+                values[node.name] = val
+                if node.name in traces:
+                    traces[node.name].append(val)
+        final: Dict[str, np.ndarray] = dict(acc)
+        for node in g:
+            if node.op == "affine":
+                x = sum(final[i] for i in node.inputs)
+                final[node.name] = x @ node.params["weight"].T + node.params.get("bias", 0)
+            elif node.op == "output":
+                final[node.name] = sum(final[i] for i in node.inputs)
+        outputs = {n: np.stack(v) for n, v in traces.items()}
+        outputs.update({n: final[n] for n in wanted if n in final})
+        return ReferenceResult(logits=final[g.output_node.name], outputs=outputs)
+
+
+def run_reference(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False,
+                  encoded: bool = False) -> ReferenceResult:
+    """Run a quantized graph on a batch (float, as the model takes it; or, with
+    ``encoded=True``, the integer sequence from ``encode_input``)."""
+    x_seq = np.asarray(x, dtype=np.int64) if encoded else encode_input(graph, x)
+    return _Runner(graph).run(x_seq, record)

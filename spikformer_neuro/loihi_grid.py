@@ -1,0 +1,119 @@
+"""The integer grid of one Spikformer LIF layer on Loihi, shared by QAT and the compiler.
+
+The paper's LIF ``H = V + (X - V)/tau`` with ``X = W.x + b`` equals Loihi's CUBA LIF
+(du = 4095, dv = 4096/tau) at a per-layer scale S (v = S * H) when
+
+    w_int = W * S / (64 tau * k)     (k: integer levels per unit of the layer's input)
+    bias  = b * S / tau              (= bias_mant << bias_exp)
+    vth   = (S * V_th - 1) / 64      (paper: fire on H >= V_th; Loihi: on v > vth << 6)
+
+so S is chosen as ``(64 vth + 1) / V_th`` for the largest integer vth that keeps
+  - every |w_int| <= 127 (an 8-bit mantissa),
+  - |bias| <= 4095 << 7 (13-bit mantissa, 3-bit exponent),
+  - the 24-bit state safe: |v| <= 2 (64 A + B) with A = max |a_in| <= sum |w_int| * x_max and
+    B = max |bias|, so 64 A + B < 2^22. Rounding adds at most 1/2 per weight, so the bound is
+    taken on the float weights with that slack: provable for the rounded integers too.
+
+Both the quantization-aware trainer (torch) and the compiler's quantize pass (numpy) call
+``layer_grid`` so they agree on the grid exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+WEIGHT_MANT_MAX = 127
+BIAS_MANT_MAX = 4095
+BIAS_EXP_MAX = 7
+BIAS_MAX = BIAS_MANT_MAX << BIAS_EXP_MAX
+VTH_MAX = (1 << 17) - 1
+STATE_LIMIT = 1 << 22  # 64 A + B must stay below: |v| <= 2 (64 A + B) < 2^23
+DECAY_UNITY = 4096
+
+
+class GridError(ValueError):
+    """A layer that has no valid Loihi grid (names the layer and the limiting quantity)."""
+
+
+@dataclass(frozen=True)
+class LayerGrid:
+    scale: float        # S: v = S * H
+    vth: int            # Loihi threshold mantissa (fires on v > vth << 6)
+    limited_by: str     # "weights", "bias", "state" or "hint"
+
+    def weight_step(self, tau: float, input_levels: float = 1.0) -> float:
+        """Float value of one integer weight step (W = w_int * step)."""
+        return 64.0 * tau * input_levels / self.scale
+
+    def bias_step(self, tau: float) -> float:
+        return tau / self.scale
+
+
+def scale_for_vth(vth: int, v_threshold: float) -> float:
+    return (64 * vth + 1) / v_threshold
+
+
+def layer_grid(name: str, *, w_abs_max: float, w_row_abs_sum_max: float, b_abs_max: float,
+               fan_in: int, x_max: float, tau: float, v_threshold: float,
+               input_levels: float = 1.0) -> LayerGrid:
+    """The largest valid grid for a layer with these float (folded) weight statistics.
+
+    ``w_*`` are of the float weights W acting on the float input; the layer's integer input
+    is ``k * x`` with k = ``input_levels`` and its largest magnitude is ``x_max`` (integers).
+    """
+    if not (tau > 1 and v_threshold > 0):
+        raise GridError(f"layer '{name}': tau {tau} / V_th {v_threshold} out of range")
+    k = float(input_levels)
+    limits = {"weights": math.inf, "bias": math.inf, "state": math.inf}
+    if w_abs_max > 0:
+        limits["weights"] = WEIGHT_MANT_MAX * 64 * tau * k / w_abs_max
+    if b_abs_max > 0:
+        limits["bias"] = BIAS_MAX * tau / b_abs_max
+    # 64 A + B with A <= x_max * (S/(64 tau k) * sum|W| + fan_in/2), B <= S b/tau + 64
+    slack = 32.0 * fan_in * x_max + 64.0
+    per_scale = (x_max * w_row_abs_sum_max / k + b_abs_max) / tau
+    if per_scale > 0:
+        limits["state"] = (STATE_LIMIT - 1 - slack) / per_scale
+    reason = min(limits, key=limits.get)
+    s_max = limits[reason]
+    if not math.isfinite(s_max):  # an all-zero layer: any grid is exact
+        s_max, reason = WEIGHT_MANT_MAX * 64 * tau, "weights"
+    vth = min(math.floor((s_max * v_threshold - 1) / 64), VTH_MAX)
+    if vth < 1:
+        raise GridError(f"layer '{name}': at the largest safe scale {s_max:.4g} (limited by "
+                        f"{reason}) the threshold V_th={v_threshold} maps below one step; the "
+                        "layer's weights/bias are too large relative to its threshold for "
+                        "Loihi's 24-bit state")
+    return LayerGrid(scale_for_vth(vth, v_threshold), vth, reason)
+
+
+def bias_exponent(bias_int_abs: float) -> int:
+    """Smallest 3-bit exponent e with |bias| / 2^e representable in a 13-bit mantissa."""
+    for e in range(BIAS_EXP_MAX + 1):
+        if round(bias_int_abs / 2 ** e) <= BIAS_MANT_MAX:
+            return e
+    raise GridError(f"bias {bias_int_abs} exceeds {BIAS_MAX}")
+
+
+GRID_TOLERANCE = 1e-5  # float32 images store k/255 to about 1e-7
+
+
+def input_span(mean, std) -> float:
+    """Largest |(x - mean) / std| for images x in [0, 1]."""
+    return max(max(abs((0.0 - m) / s), abs((1.0 - m) / s)) for m, s in zip(mean, std))
+
+
+def detect_input_levels(normalised_values, max_levels: int = 255):
+    """Smallest k <= max_levels with every value a multiple of 1/k, else None.
+
+    8-bit images (k/255) and scikit-learn's digits (k/16) lie on such grids; encoding them
+    with k integer levels per unit is then exact instead of rounded.
+    """
+    import numpy as np
+
+    values = np.unique(np.asarray(normalised_values, dtype=np.float64).ravel())
+    for k in range(1, max_levels + 1):
+        scaled = values * k
+        if np.abs(scaled - np.round(scaled)).max(initial=0.0) < GRID_TOLERANCE * k:
+            return k
+    return None

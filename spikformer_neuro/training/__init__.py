@@ -1,0 +1,1 @@
+"""Training Spikformer models: the `spikeform-train` command and its pieces."""

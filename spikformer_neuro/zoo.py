@@ -1,0 +1,84 @@
+"""Named Spikformer configurations: the paper's, and small ones for the offline data sets."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+from .config import SpikformerConfig
+
+IMAGENET_POOLS = (0, 1, 2, 3)  # 224 -> 14: 16x16 patches
+CIFAR_POOLS = (2, 3)  # 32 -> 8: 4x4 patches
+
+# name -> (config, parameter count published in the paper, in millions; None for our own)
+_ZOO: Dict[str, tuple] = {}
+
+
+def _add(cfg: SpikformerConfig, paper_params_m: float | None = None) -> None:
+    _ZOO[cfg.name] = (cfg, paper_params_m)
+
+
+def _imagenet(depth: int, dim: int, heads: int, params_m: float) -> None:
+    _add(SpikformerConfig(
+        name=f"imagenet-{depth}-{dim}", img_size=224, in_channels=3, num_classes=1000,
+        embed_dim=dim, depth=depth, num_heads=heads, time_steps=4, pool_stages=IMAGENET_POOLS,
+        description=f"paper: ImageNet {depth}-{dim}"), params_m)
+
+
+def _cifar(classes: int, depth: int, dim: int, heads: int, params_m: float) -> None:
+    _add(SpikformerConfig(
+        name=f"cifar{classes}-{depth}-{dim}", img_size=32, in_channels=3, num_classes=classes,
+        embed_dim=dim, depth=depth, num_heads=heads, time_steps=4, pool_stages=CIFAR_POOLS,
+        description=f"paper: CIFAR-{classes} {depth}-{dim}"),
+        params_m if classes == 10 else None)
+
+
+_imagenet(8, 384, 12, 16.81)
+_imagenet(6, 512, 8, 23.37)
+_imagenet(8, 512, 8, 29.68)
+_imagenet(10, 512, 8, 36.01)
+_imagenet(8, 768, 12, 66.34)
+for _classes in (10, 100):
+    _cifar(_classes, 4, 256, 8, 4.15)
+    _cifar(_classes, 2, 384, 12, 5.76)
+    _cifar(_classes, 4, 384, 12, 9.32)
+_add(SpikformerConfig(
+    name="dvs-gesture-2-256", img_size=128, in_channels=2, num_classes=11, embed_dim=256,
+    depth=2, num_heads=16, time_steps=16, pool_stages=IMAGENET_POOLS, event_input=True,
+    description="paper: DVS128 Gesture 2-256, T = 16"), 2.59)
+_add(SpikformerConfig(
+    name="cifar10dvs-2-256", img_size=128, in_channels=2, num_classes=10, embed_dim=256,
+    depth=2, num_heads=16, time_steps=16, pool_stages=IMAGENET_POOLS, event_input=True,
+    description="paper: CIFAR10-DVS 2-256, T = 16"), 2.59)
+
+# Small configurations sized for the offline data sets and for a 2-core CPU.
+_add(SpikformerConfig(
+    name="digits-tiny", img_size=8, in_channels=1, num_classes=10, embed_dim=64, depth=1,
+    num_heads=4, time_steps=4, pool_stages=(3,),
+    description="scikit-learn 8x8 digits: 16 tokens, 1 block"))
+_add(SpikformerConfig(
+    name="fmnist-small", img_size=28, in_channels=1, num_classes=10, embed_dim=96, depth=1,
+    num_heads=4, time_steps=4, pool_stages=(1, 2),
+    description="Fashion-MNIST / MNIST 28x28: 49 tokens, 1 block"))
+_add(SpikformerConfig(
+    name="test-micro", img_size=8, in_channels=1, num_classes=4, embed_dim=16, depth=1,
+    num_heads=2, time_steps=2, pool_stages=(3,),
+    description="smallest useful network, for tests"))
+_add(SpikformerConfig(
+    name="test-micro-events", img_size=8, in_channels=2, num_classes=4, embed_dim=16, depth=1,
+    num_heads=2, time_steps=3, pool_stages=(3,), event_input=True,
+    description="smallest event-input network, for tests"))
+
+
+def config_names() -> List[str]:
+    return list(_ZOO)
+
+
+def get_config(name: str) -> SpikformerConfig:
+    try:
+        return _ZOO[name][0]
+    except KeyError:
+        raise KeyError(f"unknown configuration '{name}'; known: {', '.join(_ZOO)}") from None
+
+
+def paper_parameter_count(name: str) -> float | None:
+    """Parameters (millions) the paper reports for this configuration, or None."""
+    return _ZOO[name][1]
