@@ -10,18 +10,27 @@ venv:
 	@bash scripts/setup-venv.sh
 
 demo: venv
-	$(PY) -m spikformer_neuro.evaluate
+	.venv/bin/spikeform-compile spikformer_neuro/checkpoints/digits-tiny.pth --target reference \
+	  -o runs/digits-tiny.compiled
 
 test: venv
 	$(PY) -m pytest -q
 
-# Reproduce the shipped checkpoints (commands, times and accuracies are in the README).
+# Reproduce the shipped checkpoints (commands, times and accuracies are in the README):
+# float training, then quantization-aware fine-tuning on the Loihi integer grid.
+CKPT := spikformer_neuro/checkpoints
+TRAIN := .venv/bin/spikeform-train --seed 0 --threads 2 -q
+
 checkpoints: checkpoint-digits checkpoint-fmnist
 
 checkpoint-digits: venv
-	.venv/bin/spikeform-train --config digits-tiny --dataset digits --epochs 60 --batch-size 32 \
-	  --lr 2e-3 --seed 0 --threads 2 -q --out spikformer_neuro/checkpoints/digits-tiny.pth
+	$(TRAIN) --config digits-tiny --dataset digits --epochs 60 --batch-size 32 --lr 2e-3 \
+	  --out runs/digits-tiny.float.pth
+	$(TRAIN) --init runs/digits-tiny.float.pth --qat --config digits-tiny --dataset digits \
+	  --epochs 10 --lr 3e-4 --warmup-epochs 0 --out $(CKPT)/digits-tiny.pth
 
 checkpoint-fmnist: venv
-	.venv/bin/spikeform-train --config fmnist-small --dataset fashion-mnist --epochs 12 \
-	  --batch-size 64 --lr 2e-3 --seed 0 --threads 2 -q --out spikformer_neuro/checkpoints/fmnist-small.pth
+	$(TRAIN) --config fmnist-small --dataset fashion-mnist --epochs 8 --batch-size 64 --lr 2e-3 \
+	  --out runs/fmnist-small.float.pth
+	$(TRAIN) --init runs/fmnist-small.float.pth --qat --config fmnist-small --dataset fashion-mnist \
+	  --epochs 1 --lr 2e-4 --warmup-epochs 0 --out $(CKPT)/fmnist-small.pth

@@ -69,9 +69,10 @@ def encode_input(graph: Graph, x) -> np.ndarray:
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(node.shape):
         raise ValueError(f"input: expected images [B, {', '.join(map(str, node.shape))}], "
                          f"got {list(x.shape)}")
-    if x.size and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"input: image values must lie in [0, 1] (found {x.min():.4g}.."
-                         f"{x.max():.4g}); the graded encoding is calibrated for that range")
+    if x.size and not ((x >= 0) & (x <= 1)).all():  # written so that NaN fails too
+        found = "NaN" if np.isnan(x).any() else f"{x.min():.4g}..{x.max():.4g}"
+        raise ValueError(f"input: image values must lie in [0, 1] (found {found}); the "
+                         "graded encoding is calibrated for that range")
     mean = np.asarray(node.attrs.get("mean", [0.0]), dtype=np.float64).reshape(1, -1, 1, 1)
     std = np.asarray(node.attrs.get("std", [1.0]), dtype=np.float64).reshape(1, -1, 1, 1)
     x_int = np.round((x - mean) / std * float(node.attrs["input_scale"])).astype(np.int64)

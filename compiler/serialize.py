@@ -106,12 +106,28 @@ def graph_from_bytes(graph_json: bytes, tensors: bytes, source: str = "<memory>"
         raise bad(str(e)) from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_build_dir(target: Union[str, Path]) -> Path:
+    """An empty sibling directory to build ``target`` in (normal permissions, unlike mkdtemp's)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
+    os.chmod(build, 0o777 & ~_umask())
+    return build
+
+
 def write_atomic(path: Union[str, Path], data: bytes) -> None:
     """Write a file so that readers see either the old content or the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -34,9 +34,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from spikformer_neuro.loihi_grid import (DECAY_UNITY, STATE_LIMIT, VTH_MAX, WEIGHT_MANT_MAX,
-                                         GridError, LayerGrid, bias_exponent, layer_grid,
-                                         scale_for_vth)
+from spikformer_neuro.loihi_grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH_MAX,
+                                         WEIGHT_MANT_MAX, GridError, LayerGrid, bias_exponent,
+                                         layer_grid, scale_for_vth)
 
 from ..ir import Graph, IRError, Node
 
@@ -101,6 +101,11 @@ def _grid_for(conv: Node, lif: Node, w: np.ndarray, b: np.ndarray, x_max: float,
               observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int]) -> LayerGrid:
     tau, v_th = float(lif.attrs["tau"]), float(lif.attrs["v_threshold"])
     if hint is not None:
+        # a hint is used as given, so it must be a threshold Loihi can hold (and >= 1, as
+        # layer_grid guarantees): a negative one would silently flip every weight's sign
+        integer = isinstance(hint, (int, np.integer)) and not isinstance(hint, bool)
+        if not (integer and 1 <= hint <= VTH_MAX):
+            raise _fail(lif, f"quantization hint vth {hint!r} is not an integer in 1..{VTH_MAX}")
         return LayerGrid(scale_for_vth(int(hint), v_th), int(hint), "hint")
     rows = np.abs(w).reshape(w.shape[0], -1)
     row_sum = float(rows.sum(axis=1).max())
@@ -125,17 +130,32 @@ def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
     grid = _grid_for(conv, lif, w, b, x_max, levels, observed_wx, opts, hint)
     w_int = np.round(w / grid.weight_step(tau, levels)).astype(np.int64)
     bias_v = np.round(b / grid.bias_step(tau))
-    exp = np.array([bias_exponent(abs(v)) for v in bias_v], dtype=np.int64)
+    try:
+        exp = np.array([bias_exponent(abs(v)) for v in bias_v], dtype=np.int64)
+    except GridError:  # only reachable with a hint: layer_grid bounds the bias
+        raise _fail(conv, f"bias {float(np.abs(b).max()):.6g} of '{lif.name}' maps to "
+                          f"{int(np.abs(bias_v).max())}, beyond the 13-bit mantissa and 3-bit "
+                          f"exponent ({BIAS_MAX}) at scale {grid.scale:.6g} "
+                          f"({grid.limited_by})") from None
     mant = np.round(bias_v / 2.0 ** exp).astype(np.int64)
     # Exact integer checks: with a hint (or a bug) the grid could be unsafe; never clip.
-    worst_a = float(np.abs(w_int).reshape(w_int.shape[0], -1).sum(axis=1).max()) * x_max
+    rows_int = np.abs(w_int).reshape(w_int.shape[0], -1)
+    worst_a = float(rows_int.sum(axis=1).max()) * x_max
+    bound_kind = "worst-case"
+    if opts.overflow == "calibrated" and observed_wx is not None:
+        # the bound the calibrated grid was chosen for (layer_grid): margin * the observed
+        # max |W.x| on the float weights, plus the weights' rounding slack
+        calibrated_a = (observed_wx * opts.margin * grid.scale / (64.0 * tau)
+                        + rows_int.shape[1] * x_max / 2.0)
+        if calibrated_a < worst_a:
+            worst_a, bound_kind = calibrated_a, "calibrated"
     worst_b = float(np.abs(mant << exp).max(initial=0))
     if np.abs(w_int).max(initial=0) > WEIGHT_MANT_MAX:
         raise _fail(conv, f"weight {float(np.abs(w).max()):.6g} maps to "
                           f"{int(np.abs(w_int).max())}, beyond the 8-bit mantissa (127) at "
                           f"scale {grid.scale:.6g} ({grid.limited_by})")
     if 64 * worst_a + worst_b >= STATE_LIMIT:
-        raise _fail(conv, f"worst-case input {worst_a:.0f} and bias {worst_b:.0f} could overflow "
+        raise _fail(conv, f"{bound_kind} input {worst_a:.0f} and bias {worst_b:.0f} could overflow "
                           f"the 24-bit membrane at scale {grid.scale:.6g} ({grid.limited_by})")
     dv = DECAY_UNITY / tau
     return w_int, {
@@ -187,6 +207,8 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
     """
     if options.overflow not in ("worst-case", "calibrated"):
         raise ValueError(f"overflow must be 'worst-case' or 'calibrated', got {options.overflow!r}")
+    if not options.margin > 0:  # a negative margin would turn the state bound off
+        raise ValueError(f"margin must be > 0, got {options.margin!r}")
     leftovers = graph.by_op("batchnorm", "maxpool2d")
     if leftovers:
         raise _fail(leftovers[0], "run float_passes (BN folding, max-pool rewrite) before quantize")
@@ -241,7 +263,7 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
             observed = None if calibration is None else calibration.get(node.name)
             w_int, lif_params, info = _quantize_lif_layer(
                 node, lif, x_max, levels, observed, options, hints.get(lif.name))
-            emit(Node(node.name, "conv2d", node.inputs, node.shape, {"weight": w_int},
+            emit(Node(node.name, "conv2d", node.inputs, node.shape, {"weight": w_int.astype(np.int8)},
                       {**node.attrs, "weight_exp": 0,
                        "graded_input": _is_graded(out, node.inputs)}))
             layers[lif.name] = {"input": node.name, **info}
@@ -302,6 +324,6 @@ def _quantize_head(node: Node, tokens_times_steps: int) -> Node:
     b = node.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
     s_h = WEIGHT_MANT_MAX / max(float(np.abs(w).max()), 1e-30)
     return Node(node.name, "affine", node.inputs, node.shape,
-                {"weight": np.round(w * s_h).astype(np.int64),
+                {"weight": np.round(w * s_h).astype(np.int8),
                  "bias": np.round(b * s_h * tokens_times_steps).astype(np.int64)},
                 {"scale": s_h, "weight_error": _rel_err(w, np.round(w * s_h) / s_h)})

@@ -1,0 +1,214 @@
+"""`spikeform-compile MODEL.pth --target TARGET`: compile a checkpoint and verify it.
+
+Writes a self-contained artifact directory (the quantized graph and report.json), atomically,
+then (unless --no-verify) runs the float model and the integer reference executor on test
+samples and prints accuracy and per-layer spike agreement.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from spikformer_neuro.checkpoint import CheckpointError, load_checkpoint
+from spikformer_neuro.data import DatasetError, load_dataset
+from spikformer_neuro.loihi_grid import GridError
+
+from .ir import IRError
+from .pipeline import Compiled, Fidelity, compile_checkpoint, measure_fidelity
+from .serialize import (GRAPH_FILE, make_build_dir, replace_directory_atomic, save_graph,
+                        write_atomic)
+
+TARGETS = ("reference",)
+REPORT_FILE = "report.json"
+
+
+class CompileError(Exception):
+    """Bad arguments; reported as one paragraph with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spikeform-compile", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="checkpoint written by spikeform-train (model.pth)")
+    p.add_argument("--target", default="reference", help=f"one of: {', '.join(TARGETS)}")
+    p.add_argument("-o", "--output", help="artifact directory (default: <model>.compiled "
+                                          "next to the checkpoint)")
+    p.add_argument("--samples", type=int, help="test samples to verify on (default: the "
+                                               "whole test split)")
+    p.add_argument("--calibration-samples", type=int, default=256,
+                   help="training samples used to calibrate the quantizer")
+    p.add_argument("--overflow", choices=("worst-case", "calibrated"), default="worst-case",
+                   help="bound the 24-bit state provably, or from calibration data")
+    p.add_argument("--margin", type=float, default=2.0, help="headroom for --overflow calibrated")
+    p.add_argument("--data-dir", help="directory holding the data set files")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--report", help="also write the JSON report here")
+    p.add_argument("--no-verify", action="store_true", help="compile only")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the report as JSON only")
+    return p
+
+
+def _stack(dataset, n: int):
+    n = min(n, len(dataset))
+    xs, ys = zip(*(dataset[i] for i in range(n))) if n else ((), ())
+    return (torch.stack(xs) if xs else torch.empty(0)), np.asarray(ys, dtype=np.int64)
+
+
+def _check_outputs(out_dir: Path, report: Optional[Path]) -> None:
+    """Refuse output paths the run could not write, or would destroy, before any work.
+
+    The artifact replaces ``out_dir`` wholesale, so only an empty directory or an earlier
+    artifact may be there: anything else would be deleted.
+    """
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise CompileError(f"output {out_dir} exists and is not a directory; choose "
+                               "another -o/--output")
+        if any(out_dir.iterdir()) and not (out_dir / GRAPH_FILE).is_file():
+            raise CompileError(f"output directory {out_dir} is not empty and is not a compiled "
+                               f"artifact (no {GRAPH_FILE}); the artifact would replace it and "
+                               "delete its contents: choose another -o/--output")
+    if report is not None and report.is_dir():
+        raise CompileError(f"--report {report} is a directory; give a file path")
+    for path in (out_dir, report):
+        parent = path.parent if path is not None else None
+        while parent is not None and not parent.exists():
+            parent = parent.parent
+        if parent is not None and not parent.is_dir():
+            raise CompileError(f"cannot write {path}: {parent} is not a directory")
+
+
+def _write_artifact(out_dir: Path, compiled: Compiled, report: dict) -> None:
+    """Build the artifact in a temporary sibling directory, then swap it in atomically."""
+    build = make_build_dir(out_dir)
+    try:
+        save_graph(compiled.quantized, build)
+        write_atomic(build / REPORT_FILE, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+        replace_directory_atomic(build, out_dir)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
+def _layer_report(compiled: Compiled, fid: Optional[Fidelity]) -> dict:
+    quant_layers = compiled.quantized.meta["quantization"]["layers"]
+    measured = fid.layers() if fid else {}
+    return {name: {**{k: v for k, v in info.items() if k != "input"}, **measured.get(name, {})}
+            for name, info in quant_layers.items()}
+
+
+def _table(report: dict) -> str:
+    acc = report["accuracy"]
+
+    def pct(v):
+        return "not measured" if v is None else f"{100 * v:.2f} %"
+
+    lines = [f"target            {report['target']}",
+             f"model             {report['model']} ({report['dataset']})",
+             f"artifact          {report['artifact']}",
+             f"samples           {report['samples']}",
+             f"accuracy float    {pct(acc['float'])}",
+             f"accuracy ref      {pct(acc['reference'])}",
+             f"float vs ref      {report['float_vs_reference']['prediction_mismatches']} "
+             "prediction mismatches",
+             f"compile time      {report['timing_s']['compile']:.2f} s",
+             f"run time          {report['timing_s']['run']:.2f} s"]
+    layers = report["layers"]
+    if layers and "agreement" in next(iter(layers.values())):
+        lines.append("\nlayer                          spike agreement  rate float/ref   "
+                     "weight err  limited by")
+        for name, info in layers.items():
+            lines.append(f"{name:<30} {100 * info['agreement']:>13.3f} %  "
+                         f"{info['rate_float']:.3f}/{info['rate_reference']:.3f}    "
+                         f"{100 * info.get('weight_error', 0):>7.3f} %  {info['limited_by']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.target not in TARGETS:
+        raise CompileError(f"unknown target '{args.target}'; choose one of: {', '.join(TARGETS)}")
+    if args.samples is not None and args.samples < 1:
+        raise CompileError(f"--samples must be >= 1, got {args.samples}")
+    if args.calibration_samples < 0:
+        raise CompileError(f"--calibration-samples must be >= 0, got {args.calibration_samples}")
+    if args.batch_size < 1:
+        raise CompileError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not args.margin > 0:
+        raise CompileError(f"--margin must be > 0, got {args.margin}")
+    model_path = Path(args.model)
+    out_dir = Path(args.output) if args.output else model_path.with_suffix(".compiled")
+    show = not (args.quiet or args.json)
+    _check_outputs(out_dir, Path(args.report) if args.report else None)
+    ckpt = load_checkpoint(model_path)
+    cfg = ckpt.config
+    train_ds, _ = load_dataset(ckpt.dataset, "train", args.data_dir, img_size=cfg.img_size,
+                               time_steps=cfg.time_steps)
+    calib_x, _ = _stack(train_ds, args.calibration_samples)
+    compiled = compile_checkpoint(ckpt, calib_x, args.overflow, args.margin)
+
+    fid, run_seconds = None, 0.0
+    if not args.no_verify:
+        test_ds, _ = load_dataset(ckpt.dataset, "test", args.data_dir, img_size=cfg.img_size,
+                                  time_steps=cfg.time_steps)
+        if args.samples is not None:
+            test_ds = Subset(test_ds, range(min(args.samples, len(test_ds))))
+        loader = DataLoader(test_ds, batch_size=args.batch_size)
+        start = time.perf_counter()
+        fid = measure_fidelity(compiled, ((x, y.numpy()) for x, y in loader),
+                               lambda it: tqdm(it, total=len(loader), desc="float + reference",
+                                               disable=not show, leave=False))
+        run_seconds = time.perf_counter() - start
+    report = {
+        "target": args.target, "checkpoint": str(model_path), "artifact": str(out_dir),
+        "model": cfg.name, "dataset": ckpt.dataset,
+        "samples": fid.samples if fid else 0,
+        "accuracy": {"float": fid.correct_float / fid.samples if fid and fid.samples else None,
+                     "reference": (fid.correct_reference / fid.samples
+                                   if fid and fid.samples else None),
+                     "lava": None},
+        # reference vs Lava: not measured by the reference target
+        "mismatches": {"spikes": None, "predictions": None},
+        "float_vs_reference": {"prediction_mismatches": fid.prediction_mismatches if fid else None},
+        "timing_s": {"compile": compiled.seconds, "run": run_seconds,
+                     "float": fid.seconds_float if fid else None,
+                     "reference": fid.seconds_reference if fid else None},
+        "quantization": {k: v for k, v in compiled.quantized.meta["quantization"].items()
+                         if k != "layers"},
+        "input_encoding": {k: v for k, v in compiled.quantized.input_node.attrs.items()},
+        "layers": _layer_report(compiled, fid),
+    }
+    _write_artifact(out_dir, compiled, report)
+    if args.report:
+        write_atomic(Path(args.report), (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+    print(json.dumps(report, sort_keys=True) if args.json else _table(report))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (CompileError, CheckpointError, DatasetError, IRError, GridError) as e:
+        print(f"spikeform-compile: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. an unwritable output location
+        print(f"spikeform-compile: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeform-compile: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""`spikeform-compile` (python -m compiler.cli) end to end on the shipped digits checkpoint."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.serialize import load_graph
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+
+
+def compile_cli(tmp: Path, *args, model=DIGITS, out="art", report="r.json"):
+    """Run the CLI in a subprocess with TMPDIR inside ``tmp`` (to catch stray temp files)."""
+    tmpdir = tmp / "tmpdir"
+    tmpdir.mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "compiler.cli", str(model), *args]
+    if out is not None:
+        cmd += ["-o", str(tmp / out)]
+    if report is not None:
+        cmd += ["--report", str(tmp / report)]
+    return subprocess.run(cmd + ["-q"], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=300)
+
+
+def compile_main(tmp: Path, capsys, *args, model=DIGITS, out="art", report="r.json"):
+    """The same CLI in-process (``compiler.cli.main``): for the refusals, to keep this fast."""
+    from compiler.cli import main
+
+    argv = [str(model), *args, "-q"]
+    if out is not None:
+        argv += ["-o", str(tmp / out)]
+    if report is not None:
+        argv += ["--report", str(tmp / report)]
+    (tmp / "tmpdir").mkdir(exist_ok=True)
+    rc = main(argv)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, rc, captured.out, captured.err)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two compilations of the same checkpoint: the first into an existing empty directory,
+    the second over a stale earlier artifact (both may be replaced)."""
+    runs = []
+    for name in ("a", "b"):
+        tmp = tmp_path_factory.mktemp(name)
+        (tmp / "art").mkdir()
+        if runs:
+            for f in ("graph.json", "tensors.bin", "report.json"):
+                (tmp / "art" / f).write_text("stale")
+        proc = compile_cli(tmp, "--target", "reference", "--samples", "24")
+        runs.append((tmp, proc))
+    return runs
+
+
+def test_exit_code_artifact_and_report(two_runs):
+    tmp, proc = two_runs[0]
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    art = tmp / "art"
+    assert sorted(p.name for p in art.iterdir()) == ["graph.json", "report.json", "tensors.bin"]
+    report = json.loads((tmp / "r.json").read_text())
+    assert json.loads((art / "report.json").read_text()) == report
+    assert report["target"] == "reference"
+    assert report["samples"] == 24
+    acc = report["accuracy"]
+    assert set(acc) >= {"float", "reference", "lava"}
+    assert acc["lava"] is None
+    for key in ("float", "reference"):
+        assert isinstance(acc[key], float) and 0.0 <= acc[key] <= 1.0
+        assert acc[key] * 24 == round(acc[key] * 24)  # a count of correct samples
+    assert report["mismatches"] == {"spikes": None, "predictions": None}
+    timing = report["timing_s"]
+    assert timing["compile"] > 0 and timing["run"] > 0
+    # the artifact loads back and is the quantized graph
+    g = load_graph(art)
+    assert g.meta["stage"] == "quantized" and g.by_op("loihi_lif")
+    # the printed table carries the headline numbers
+    assert f"{100 * acc['reference']:.2f} %" in proc.stdout
+    assert "accuracy float" in proc.stdout and "spike agreement" in proc.stdout
+    for name, info in report["layers"].items():
+        assert 0.0 <= info["agreement"] <= 1.0, name
+
+
+def test_compiling_twice_is_byte_identical(two_runs):
+    (a, pa), (b, pb) = two_runs
+    assert pa.returncode == 0 and pb.returncode == 0
+    for name in ("graph.json", "tensors.bin"):
+        assert (a / "art" / name).read_bytes() == (b / "art" / name).read_bytes(), name
+    ra = json.loads((a / "r.json").read_text())
+    rb = json.loads((b / "r.json").read_text())
+    assert ra["accuracy"] == rb["accuracy"] and ra["layers"] == rb["layers"]
+
+
+def test_no_temporary_files_after_success(two_runs):
+    tmp, _ = two_runs[0]
+    assert sorted(p.name for p in tmp.iterdir()) == ["art", "r.json", "tmpdir"]
+    assert list((tmp / "tmpdir").iterdir()) == []
+
+
+# -- bad inputs: exit 2, one paragraph, no traceback, nothing written -----------------------------
+
+def _assert_failure_message(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in err
+    assert err.startswith("spikeform-compile: error:"), err
+    assert "\n\n" not in err and err.count("spikeform-compile:") == 1, err  # one paragraph
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def _assert_clean_failure(tmp: Path, proc, *needles):
+    _assert_failure_message(proc, *needles)
+    leftovers = sorted(p.name for p in tmp.iterdir() if p.name not in ("tmpdir", "model.pth"))
+    assert leftovers == [], leftovers
+    assert list((tmp / "tmpdir").iterdir()) == []
+
+
+def test_missing_checkpoint(tmp_path):
+    missing = tmp_path / "nope.pth"
+    proc = compile_cli(tmp_path, model=missing)
+    _assert_clean_failure(tmp_path, proc, str(missing), "does not exist")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "model.pth"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    proc = compile_cli(tmp_path, model=bad)
+    _assert_clean_failure(tmp_path, proc, str(bad), "corrupt")
+
+
+def test_unknown_target_leaves_an_existing_artifact_untouched(tmp_path, two_runs):
+    good, _ = two_runs[0]
+    art = tmp_path / "art"
+    art.mkdir()
+    for name in ("graph.json", "tensors.bin", "report.json"):
+        (art / name).write_bytes((good / "art" / name).read_bytes())
+    before = {p.name: p.read_bytes() for p in art.iterdir()}
+    proc = compile_cli(tmp_path, "--target", "loihi9")
+    _assert_failure_message(proc, "unknown target 'loihi9'", "reference")
+    assert {p.name: p.read_bytes() for p in art.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "tmpdir"]
+    assert list((tmp_path / "tmpdir").iterdir()) == []
+
+
+@pytest.mark.parametrize("n", ["0"])
+def test_nonpositive_samples(tmp_path, n):
+    proc = compile_cli(tmp_path, "--samples", n)
+    _assert_clean_failure(tmp_path, proc, "--samples", n)
+
+
+def test_unrepresentable_hints_fail_late_without_writing(tmp_path, capsys):
+    """The checkpoint loads and the data set too; quantization then refuses a QAT hint that
+    would overflow the 8-bit weights: the error names the layer and nothing is written."""
+    from spikformer_neuro.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(DIGITS)
+    hints = {**ckpt.quantization, "vth": {**ckpt.quantization["vth"],
+                                          "blocks.0.mlp.fc1.lif": 120_000}}
+    model = ckpt.build_model()
+    save_checkpoint(tmp_path / "model.pth", model=model, dataset=ckpt.dataset,
+                    class_names=list(ckpt.class_names), quantization=hints)
+    proc = compile_main(tmp_path, capsys, "--samples", "8", model=tmp_path / "model.pth")
+    _assert_clean_failure(tmp_path, proc, "blocks.0.mlp.fc1", "hint")
+
+
+# -- output locations the run could not write, or would destroy -----------------------------------
+
+def test_refuses_to_replace_a_directory_that_is_not_an_artifact(tmp_path, capsys):
+    proj = tmp_path / "art"
+    (proj / "sub").mkdir(parents=True)
+    (proj / "notes.txt").write_text("precious")
+    (proj / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    proc = compile_main(tmp_path, capsys, "--samples", "8", report=None)
+    _assert_failure_message(proc, str(proj), "not a compiled artifact")
+    assert (proj / "notes.txt").read_text() == "precious"
+    assert (proj / "sub" / "data.bin").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "tmpdir"]
+
+
+def test_refuses_an_output_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "art"
+    target.write_bytes(b"not a directory")
+    proc = compile_main(tmp_path, capsys, "--samples", "8", report=None)
+    _assert_failure_message(proc, str(target), "not a directory")
+    assert target.read_bytes() == b"not a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "tmpdir"]
+
+
+@pytest.mark.parametrize("report, needle", [("rdir", "is a directory"),
+                                            ("afile/r.json", "is not a directory")])
+def test_unwritable_report_fails_before_writing_anything(tmp_path, capsys, report, needle):
+    (tmp_path / "rdir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    proc = compile_main(tmp_path, capsys, "--samples", "8", report=report)
+    _assert_failure_message(proc, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "rdir", "tmpdir"]
+    assert list((tmp_path / "rdir").iterdir()) == []
+    assert list((tmp_path / "tmpdir").iterdir()) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--calibration-samples", "-1"], "--calibration-samples must be >= 0, got -1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--overflow", "calibrated", "--margin", "-1"], "--margin must be > 0, got -1"),
+])
+def test_other_bad_numbers_are_refused_before_any_work(tmp_path, capsys, args, needle):
+    proc = compile_main(tmp_path, capsys, *args)
+    _assert_clean_failure(tmp_path, proc, needle)

@@ -1,0 +1,500 @@
+"""compiler.passes.quantize: float graph -> Loihi fixed point, checked in exact integers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compiler import fixed_point as fx
+from compiler.calibration import observed_synaptic_max
+from compiler.frontend import model_to_ir
+from compiler.ir import Graph, IRError, Node
+from compiler.passes import fold_batchnorm, float_passes
+from compiler.passes.quantize import (QuantizeOptions, _quantize_attention_lif, quantize,
+                                      value_bounds)
+from compiler.reference import attention_counts, run_reference
+from spikformer_neuro.loihi_grid import (BIAS_MANT_MAX, STATE_LIMIT, VTH_MAX, WEIGHT_MANT_MAX,
+                                         bias_exponent, layer_grid)
+from spikformer_neuro.model import build_model
+from spikformer_neuro.neuron import lif_multistep
+from spikformer_neuro.zoo import get_config
+
+MICRO = ["test-micro", "test-micro-events"]
+
+
+def micro_model(name: str, seed: int = 0, **overrides) -> nn.Module:
+    """A test-micro model with random BN statistics chosen so every LIF fires sometimes."""
+    cfg = get_config(name)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        model.sps.stages[0].conv.weight.mul_(4.0)
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
+                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.25)
+                m.weight.copy_(torch.rand(c, generator=gen) * 2.0 + 0.5)
+                m.bias.copy_(torch.rand(c, generator=gen) * 2.0)
+    return model.eval()
+
+
+def micro_inputs(cfg, batch: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    if cfg.event_input:
+        return (torch.rand(batch, *cfg.input_shape(), generator=gen) < 0.4).float()
+    x = torch.rand(batch, *cfg.input_shape(), generator=gen)
+    x[0] = 0.0  # extremes too
+    x[1] = 1.0
+    return x
+
+
+@pytest.fixture(scope="module", params=MICRO)
+def micro(request):
+    model = micro_model(request.param)
+    folded = float_passes(model_to_ir(model))
+    return model, folded, quantize(folded)
+
+
+def _layers(q: Graph):
+    return q.meta["quantization"]["layers"]
+
+
+# -- structure and ranges -----------------------------------------------------------------------
+
+def test_quantized_graph_is_integer_and_in_loihi_ranges(micro):
+    model, folded, q = micro
+    q.validate()
+    assert q.meta["stage"] == "quantized"
+    assert not q.by_op("lif", "batchnorm", "maxpool2d", "token_time_mean")
+    for node in q:
+        for key, arr in node.params.items():
+            assert np.issubdtype(arr.dtype, np.integer), (node.name, key, arr.dtype)
+    lifs = q.by_op("loihi_lif")
+    assert [n.name for n in lifs] == [n.name for n in folded.by_op("lif")]
+    for node in lifs:
+        p = node.params
+        assert p["du"].shape == p["dv"].shape == p["vth"].shape == ()  # one per population
+        assert int(p["du"]) == 4095 and int(p["dv"]) == 2048          # tau = 2
+        assert 1 <= int(p["vth"]) <= VTH_MAX
+        assert p["bias_mant"].shape in ((node.shape[0], 1, 1), (1, 1, 1))
+        assert np.abs(p["bias_mant"]).max() <= BIAS_MANT_MAX
+        assert p["bias_exp"].min() >= 0 and p["bias_exp"].max() <= 7
+        fx.LifParams(**{k: p[k] for k in ("du", "dv", "vth", "bias_mant", "bias_exp")})
+    for conv in q.by_op("conv2d"):
+        assert np.abs(conv.params["weight"]).max() <= WEIGHT_MANT_MAX, conv.name
+        assert conv.params["weight"].shape == folded[conv.name].params["weight"].shape
+        assert "bias" not in conv.params  # the bias lives in the LIF
+    head = q["head"]
+    assert np.abs(head.params["weight"]).max() == WEIGHT_MANT_MAX
+    assert q["readout"].op == "token_time_sum"
+
+
+def test_integers_follow_the_grid_rule_exactly(micro):
+    """w_int = round(W / step), bias = mant << exp = round(b / bias_step) within the exponent's
+    half step, S = (64 vth + 1) / V_th, and the grid equals layer_grid on the float weights."""
+    model, folded, q = micro
+    info = _layers(q)
+    bounds = value_bounds(q)
+    for lif in folded.by_op("lif"):
+        if folded[lif.inputs[0]].op != "conv2d":
+            continue
+        conv = folded[lif.inputs[0]]
+        tau, v_th = lif.attrs["tau"], lif.attrs["v_threshold"]
+        layer = info[lif.name]
+        src = q[conv.inputs[0]]
+        graded_src = src.op == "input" and "input_scale" in src.attrs
+        k = float(src.attrs["input_scale"]) if graded_src else 1.0
+        x_max = sum(bounds[i] for i in conv.inputs)
+        w = conv.params["weight"].astype(np.float64)
+        b = conv.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
+        rows = np.abs(w).reshape(w.shape[0], -1)
+        grid = layer_grid(lif.name, w_abs_max=float(rows.max()),
+                          w_row_abs_sum_max=float(rows.sum(1).max()),
+                          b_abs_max=float(np.abs(b).max()), fan_in=rows.shape[1], x_max=x_max,
+                          tau=tau, v_threshold=v_th, input_levels=k)
+        vth = int(q[lif.name].params["vth"])
+        assert (vth, layer["scale"], layer["limited_by"]) == (grid.vth, grid.scale, grid.limited_by)
+        assert layer["scale"] == (64 * vth + 1) / v_th
+        step = 64.0 * tau * k / layer["scale"]
+        assert np.array_equal(q[conv.name].params["weight"], np.round(w / step).astype(np.int64))
+        mant = q[lif.name].params["bias_mant"].reshape(-1)
+        exp = q[lif.name].params["bias_exp"].reshape(-1)
+        bias_v = np.round(b / (tau / layer["scale"]))
+        assert [int(e) for e in exp] == [bias_exponent(abs(v)) for v in bias_v]
+        assert np.all(np.abs((mant << exp) - bias_v) <= (1 << exp) // 2)
+        # provable state bound, exact integers
+        a_max = int(np.abs(q[conv.name].params["weight"]).reshape(w.shape[0], -1).sum(1).max())
+        assert 64 * a_max * int(x_max) + int(np.abs(mant << exp).max()) < STATE_LIMIT
+
+
+def test_input_encoding(micro):
+    model, folded, q = micro
+    node = q.input_node
+    if model.cfg.event_input:
+        assert node.attrs["encoding"] == "spikes" and node.attrs["max_abs"] == 1
+        assert q["sps.stages.0.conv"].attrs["graded_input"] is False
+    else:
+        assert node.attrs["encoding"] == "graded" and node.attrs["bits"] == 8
+        assert node.attrs["input_scale"] == 255.0 and node.attrs["max_abs"] == 255
+        assert node.attrs["signed"] is False
+        assert q["sps.stages.0.conv"].attrs["graded_input"] is True
+    # binary spike sources feed binary convs; the residual stream is graded
+    assert q["sps.stages.1.conv"].attrs["graded_input"] is False
+    assert q["blocks.0.attn.proj.linear"].attrs["graded_input"] is False
+    assert q["blocks.0.attn.q.linear"].attrs["graded_input"] is True
+    assert q["blocks.0.mlp.fc1.linear"].attrs["graded_input"] is True
+
+
+def test_input_levels_option_and_signed_encoding():
+    model = micro_model("test-micro")
+    folded = float_passes(model_to_ir(model))
+    q16 = quantize(folded, options=QuantizeOptions(input_levels=16))
+    assert q16.input_node.attrs["input_scale"] == 16.0 and q16.input_node.attrs["max_abs"] == 16
+    with pytest.raises(IRError, match="layer 'input'.*input_levels 300"):
+        quantize(folded, options=QuantizeOptions(input_levels=300))
+    # mean/std normalisation that makes the input signed: 7-bit magnitude plus sign
+    g = float_passes(model_to_ir(model))
+    g["input"].attrs.update(mean=[0.5], std=[0.25])  # [0, 1] -> [-2, 2]
+    qs = quantize(g)
+    a = qs.input_node.attrs
+    assert a["signed"] is True and a["input_scale"] == 127 / 2 and a["max_abs"] == 127
+
+
+# -- value ranges are true bounds --------------------------------------------------------------
+
+def test_value_bounds_hold_on_real_runs(micro):
+    model, folded, q = micro
+    bounds = value_bounds(q)
+    x = micro_inputs(model.cfg, 24, seed=3)
+    res = run_reference(q, x, record=True)
+    assert set(res.outputs) == set(q.nodes)
+    for name, val in res.outputs.items():
+        top = int(np.abs(val).max())
+        assert top <= bounds[name], (name, top, bounds[name])
+    # the bounds are not vacuous where they are exact: spikes and pooled spikes reach them
+    assert bounds["sps.stages.0.lif"] == 1 and bounds["sps.pool3.sum"] == 9
+    assert bounds["sps.residual"] == 2 and bounds["blocks.0.attn_residual"] == 3
+    assert bounds["blocks.0.mlp_residual"] == 4
+    spikes = [res.outputs[n.name] for n in q.by_op("loihi_lif")]
+    assert all(s.min() == 0 and s.max() == 1 for s in spikes), "every LIF fires sometimes"
+
+
+# -- max-pool / threshold and residual sums -------------------------------------------------------
+
+def test_pool_threshold_and_residuals_survive(micro):
+    model, folded, q = micro
+    pool, thr = q["sps.pool3.sum"], q["sps.pool3"]
+    assert pool.op == "sumpool2d" and pool.inputs == ["sps.stages.3.lif"]
+    assert (pool.attrs["kernel"], pool.attrs["stride"], pool.attrs["padding"]) == (3, 2, 1)
+    assert thr.op == "threshold" and thr.inputs == ["sps.pool3.sum"]
+    assert thr.attrs["threshold"] == 1.0
+    for name in ("sps.residual", "blocks.0.attn_residual", "blocks.0.mlp_residual"):
+        assert q[name].op == "sum" and q[name].inputs == folded[name].inputs
+    x = micro_inputs(model.cfg, 8, seed=5)
+    res = run_reference(q, x, record=True)
+    s3 = torch.from_numpy(res.outputs["sps.stages.3.lif"]).double().flatten(0, 1)
+    pooled = torch.nn.functional.max_pool2d(s3, 3, 2, 1).reshape(res.outputs["sps.pool3"].shape)
+    assert np.array_equal(res.outputs["sps.pool3"], pooled.numpy().astype(np.int64))
+    for name in ("sps.residual", "blocks.0.attn_residual", "blocks.0.mlp_residual"):
+        expect = sum(res.outputs[i] for i in q[name].inputs)
+        assert np.array_equal(res.outputs[name], expect)
+
+
+# -- attention: gain and threshold make the integer LIF exact -------------------------------------
+
+def _float_attention_lif(counts: np.ndarray, dtype) -> np.ndarray:
+    """The paper: X = count * 0.125, H = V + (X - V) / 2, fire on H >= 0.5, reset to 0."""
+    x = torch.as_tensor(counts, dtype=dtype) * 0.125
+    return lif_multistep(x, tau=2.0, v_threshold=0.5).numpy().astype(bool)
+
+
+def _int_attention_lif(counts: np.ndarray, gain: int, node: Node) -> np.ndarray:
+    p = fx.LifParams(**{k: node.params[k] for k in ("du", "dv", "vth", "bias_mant", "bias_exp")})
+    u = v = np.zeros(counts.shape[1:], np.int64)
+    out = []
+    for t in range(counts.shape[0]):
+        u, v, s = fx.lif_step(u, v, gain * counts[t], p)
+        out.append(s)
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def attention_t4():
+    model = micro_model("test-micro", time_steps=4)
+    q = quantize(float_passes(model_to_ir(model)))
+    return q["blocks.0.attn.attention"], q["blocks.0.attn.attn_lif"]
+
+
+def test_attention_gain_and_threshold(attention_t4):
+    attn, lif = attention_t4
+    g = attn.attrs["gain"]
+    assert g == 8                          # 2 ** (T - 1): every halving of v is exact
+    assert lif.attrs["exact"] is True
+    assert int(lif.params["vth"]) == 8 * g - 1   # S V_th / 64 - 1 with S = 64 tau g / s
+    assert int(lif.params["du"]) == 4095 and int(lif.params["dv"]) == 2048
+    assert not lif.params["bias_mant"].any() and not lif.params["bias_exp"].any()
+
+
+def test_attention_lif_hand_cases(attention_t4):
+    attn, lif = attention_t4
+    g = attn.attrs["gain"]
+    cases = {  # counts over T = 4 -> spikes (float H in the comments)
+        (8, 0, 0, 0): (1, 0, 0, 0),      # H = 0.5: the tie fires (>=)
+        (7, 0, 0, 0): (0, 0, 0, 0),      # H = 0.4375
+        (4, 4, 4, 4): (0, 0, 0, 0),      # H = 0.25, 0.375, 0.4375, 0.46875
+        (4, 6, 0, 0): (0, 1, 0, 0),      # H = 0.25, 0.125 + 0.375 = 0.5
+        (4, 5, 6, 0): (0, 0, 1, 0),      # 0.25, 0.4375, 0.21875 + 0.375 = 0.59375
+        (1, 1, 1, 13): (0, 0, 0, 1),     # 0.0625, 0.09375, 0.109375, 0.0546875 + 0.8125
+        (2, 3, 5, 4): (0, 0, 0, 0),      # 0.125, 0.25, 0.4375, 0.46875
+        (2, 3, 5, 5): (0, 0, 0, 1),      # ... 0.21875 + 0.3125 = 0.53125
+        (16, 8, 16, 0): (1, 1, 1, 0),
+        (0, 0, 0, 8): (0, 0, 0, 1),
+    }
+    counts = np.array(list(cases), dtype=np.int64).T.reshape(4, 1, -1, 1, 1)  # [T, B, n, 1, 1]
+    expect = np.array(list(cases.values()), dtype=bool).T.reshape(4, 1, -1, 1, 1)
+    assert np.array_equal(_float_attention_lif(counts, torch.float32), expect)
+    assert np.array_equal(_int_attention_lif(counts, g, lif), expect)
+
+
+def test_attention_lif_exact_on_all_tie_prone_and_random_counts(attention_t4):
+    attn, lif = attention_t4
+    g = attn.attrs["gain"]
+    count_max = attn.shape[1] * attn.shape[2] * (attn.shape[0] // attn.attrs["num_heads"])
+    vals = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16])
+    grid = np.stack(np.meshgrid(*[vals] * 4, indexing="ij"), 0).reshape(4, 1, -1, 1, 1)  # 11^4
+    rng = np.random.default_rng(0)
+    rand = rng.integers(0, count_max + 1, size=(4, 1, 20000, 1, 1))
+    small = rng.integers(0, 17, size=(4, 1, 20000, 1, 1))
+    for counts in (grid, rand, small):
+        counts = counts.astype(np.int64)
+        want32 = _float_attention_lif(counts, torch.float32)
+        want64 = _float_attention_lif(counts, torch.float64)
+        got = _int_attention_lif(counts, g, lif)
+        assert np.array_equal(want32, want64)
+        assert np.array_equal(got, want32), int((got != want32).sum())
+    assert got.any() and not got.all()
+
+
+def test_attention_from_binary_qkv_matches_the_float_attention_lif(attention_t4):
+    attn, lif = attention_t4
+    g, heads = attn.attrs["gain"], attn.attrs["num_heads"]
+    d, h, w = attn.shape
+    rng = np.random.default_rng(1)
+    for density in (0.05, 0.15, 0.3, 0.6):
+        q, k, v = ((rng.random((4, 8, d, h, w)) < density).astype(np.int64) for _ in range(3))
+        counts = np.stack([attention_counts(q[t], k[t], v[t], heads) for t in range(4)])
+        # the float model's attention, in float32 as the model computes it
+        def tok(a):  # [T, B, D, H, W] -> [T, B, N, D]
+            return torch.from_numpy(a).float().flatten(3).transpose(2, 3)
+        qt, kt, vt = tok(q), tok(k), tok(v)
+        split = lambda x: x.reshape(*x.shape[:3], heads, d // heads).transpose(2, 3)  # noqa: E731
+        x = (split(qt) @ split(kt).transpose(-2, -1)) @ split(vt) * 0.125
+        x = x.transpose(2, 3).reshape(qt.shape).transpose(2, 3).reshape(4, 8, d, h, w)
+        want = lif_multistep(x, tau=2.0, v_threshold=0.5).numpy().astype(bool)
+        assert np.array_equal(x.numpy() / 0.125, counts.astype(np.float32))
+        got = _int_attention_lif(counts, g, lif)
+        assert np.array_equal(got, want)
+
+
+def test_attention_gain_when_exactness_is_impossible():
+    # T = 16 with a large count range: g < 2^(T-1), so the LIF is marked inexact
+    attn = Node("a", "spiking_attention", ["q", "k", "v"], (256, 8, 8), {},
+                {"num_heads": 16, "scale": 0.125})
+    lif = Node("l", "lif", ["a"], (256, 8, 8), {}, {"tau": 2.0, "v_threshold": 0.5})
+    g, params, info = _quantize_attention_lif(attn, lif, time_steps=16)
+    count_max = 64 * 16
+    assert g == 32 and 64 * g * count_max * 2 < 2 ** 23 and 64 * 2 * g * count_max * 2 >= 2 ** 23
+    assert info["exact"] is False
+    g4, _, info4 = _quantize_attention_lif(attn, lif, time_steps=4)
+    assert g4 == 8 and info4["exact"] is True
+
+
+# -- refusals name the layer --------------------------------------------------------------------
+
+def _graph(nodes, t=2):
+    g = Graph(meta={"time_steps": t, "stage": "float"})
+    for n in nodes:
+        g.add(n)
+    return g.validate()
+
+
+def _lif(name, src, shape):
+    return Node(name, "lif", [src], shape, {}, {"tau": 2.0, "v_threshold": 1.0})
+
+
+def _tail(src, d=2, k=2):
+    return [Node("mean", "token_time_mean", [src], (d,)),
+            Node("head", "affine", ["mean"], (k,), {"weight": np.ones((k, d))}),
+            Node("output", "output", ["head"], (k,))]
+
+
+def _input(c=1, side=3):
+    return Node("input", "input", [], (c, side, side), {}, {"encoding": "spikes"})
+
+
+def _conv(name, src, cin=1, cout=2, side=3, k=1):
+    return Node(name, "conv2d", [src], (cout, side, side),
+                {"weight": np.full((cout, cin, k, k), 0.5)},
+                {"stride": [1, 1], "padding": [k // 2] * 2, "groups": 1})
+
+
+def test_conv_feeding_two_lifs_is_refused():
+    g = _graph([_input(), _conv("c", "input"), _lif("l1", "c", (2, 3, 3)),
+                _lif("l2", "c", (2, 3, 3)), Node("s", "sum", ["l1", "l2"], (2, 3, 3)),
+                *_tail("s")])
+    with pytest.raises(IRError, match=r"layer 'c' \(conv2d\).*exactly one LIF.*'l1', 'l2'"):
+        quantize(g)
+
+
+def test_leftover_batchnorm_and_maxpool_are_refused():
+    model = micro_model("test-micro")
+    raw = model_to_ir(model)
+    with pytest.raises(IRError, match=r"layer 'sps.stages.0.bn' \(batchnorm\).*float_passes"):
+        quantize(raw)
+    with pytest.raises(IRError, match=r"layer 'sps.pool3' \(maxpool2d\).*float_passes"):
+        quantize(fold_batchnorm(raw))
+
+
+def test_other_unsupported_shapes_are_refused():
+    # a LIF fed by a sum (no conv): no membrane mapping
+    g = _graph([_input(), _conv("c", "input"), _lif("l1", "c", (2, 3, 3)),
+                Node("s", "sum", ["l1", "l1"], (2, 3, 3)), _lif("l2", "s", (2, 3, 3)),
+                *_tail("l2")])
+    with pytest.raises(IRError, match=r"layer 'l2' \(lif\)"):
+        quantize(g)
+    # a conv whose output is not a LIF
+    g = _graph([_input(), _conv("c", "input"), *_tail("c")])
+    with pytest.raises(IRError, match=r"layer 'c' \(conv2d\)"):
+        quantize(g)
+    # a threshold that is not the max-pool rewrite's
+    g = _graph([_input(), _conv("c", "input"), _lif("l1", "c", (2, 3, 3)),
+                Node("th", "threshold", ["l1"], (2, 3, 3), {}, {"threshold": 1.0}),
+                *_tail("th")])
+    with pytest.raises(IRError, match=r"layer 'th' \(threshold\)"):
+        quantize(g)
+    # an affine that is not the head
+    g = _graph([_input(side=1), _conv("c", "input", side=1), _lif("l1", "c", (2, 1, 1)),
+                Node("fc", "affine", ["l1"], (2,), {"weight": np.ones((2, 2))}),
+                *_tail("fc")])
+    with pytest.raises(IRError, match=r"layer 'fc' \(affine\)"):
+        quantize(g)
+    with pytest.raises(ValueError, match="overflow"):
+        quantize(g, options=QuantizeOptions(overflow="optimistic"))
+    for margin in (0.0, -1.0, float("nan")):  # a non-positive margin would void the bound
+        with pytest.raises(ValueError, match="margin"):
+            quantize(g, options=QuantizeOptions(overflow="calibrated", margin=margin))
+
+
+# -- hints: used as given, re-checked in integers, never clipped ----------------------------------
+
+@pytest.fixture(scope="module")
+def micro_static():
+    model = micro_model("test-micro")
+    folded = float_passes(model_to_ir(model))
+    return folded, quantize(folded)
+
+
+def _with_hint(folded, lif, vth):
+    g = folded.copy()
+    g.meta["loihi_hints"] = {"method": "qat", "vth": {lif: vth}}
+    return g
+
+
+def _limits(folded, lif_name, x_max, k):
+    conv = folded[folded[lif_name].inputs[0]]
+    w = conv.params["weight"].astype(np.float64)
+    b = conv.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
+    tau, v_th = 2.0, 1.0
+    vth_w = math.floor((WEIGHT_MANT_MAX * 64 * tau * k / np.abs(w).max() * v_th - 1) / 64)
+    vth_b = math.floor(((4095 << 7) * tau / np.abs(b).max() * v_th - 1) / 64)
+    return conv.name, vth_w, vth_b
+
+
+def test_valid_hint_is_used_as_given(micro_static):
+    folded, q = micro_static
+    lif = "blocks.0.mlp.fc1.lif"
+    vth = int(q[lif].params["vth"]) - 17
+    qh = quantize(_with_hint(folded, lif, vth))
+    assert int(qh[lif].params["vth"]) == vth
+    assert _layers(qh)[lif]["limited_by"] == "hint"
+    assert _layers(qh)[lif]["scale"] == 64 * vth + 1
+    for other in _layers(q):
+        if other != lif:
+            assert _layers(qh)[other]["limited_by"] != "hint"
+
+
+def test_hint_breaking_the_8_bit_weights_names_the_layer(micro_static):
+    folded, q = micro_static
+    conv, vth_w, vth_b = _limits(folded, "sps.stages.2.lif", 1, 1.0)
+    assert vth_w < vth_b  # the weights bind first
+    quantize(_with_hint(folded, "sps.stages.2.lif", vth_w))  # at the limit: fine
+    hint = math.ceil(vth_w * 1.02) + 2
+    with pytest.raises(IRError, match=rf"layer '{conv}'.*maps to 1(2[89]|[3-9]\d).*8-bit mantissa"):
+        quantize(_with_hint(folded, "sps.stages.2.lif", hint))
+
+
+def test_hint_breaking_the_state_bound_names_the_layer(micro_static):
+    folded, q = micro_static
+    lif = "sps.stages.0.lif"  # graded 8-bit input: x_max = 255, state-limited
+    assert _layers(q)[lif]["limited_by"] == "state"
+    vth_state = int(q[lif].params["vth"])
+    conv, vth_w, vth_b = _limits(folded, lif, 255, 255.0)
+    hint = vth_state + (min(vth_w, vth_b) - vth_state) // 2
+    assert vth_state + 100 < hint < min(vth_w, vth_b) - 100
+    with pytest.raises(IRError, match=rf"layer '{conv}'.*overflow the 24-bit membrane.*\(hint\)"):
+        quantize(_with_hint(folded, lif, hint))
+
+
+def test_hint_breaking_the_bias_range_names_the_layer():
+    conv = _conv("c", "input")
+    conv.params["bias"] = np.array([50.0, -3.0])   # small weights (0.5), a large bias
+    g = _graph([_input(), conv, _lif("l1", "c", (2, 3, 3)), *_tail("l1")])
+    vth_b = math.floor(((4095 << 7) * 2.0 / 50.0 - 1) / 64)     # 327
+    vth_w = math.floor((127 * 128 / 0.5 - 1) / 64)               # 507
+    assert _layers(quantize(g))["l1"]["vth"] == vth_b
+    quantize(_with_hint(g, "l1", vth_b))
+    # vth 329: S = 64 * 329 + 1 = 21057, bias = 50 * S / tau = 526425 > 4095 << 7 = 524160
+    with pytest.raises(IRError, match=r"layer 'c'.*bias 50 of 'l1' maps to 526425.*13-bit"):
+        quantize(_with_hint(g, "l1", vth_b + 2))
+    quantize(_with_hint(g, "l1", vth_b + 2).replace_nodes(
+        [n if n.name != "c" else _conv("c", "input") for n in g]))  # without the bias: fine
+    assert vth_b + 2 < vth_w
+
+
+@pytest.mark.parametrize("hint", [-1, 0, VTH_MAX + 1, 10**6, 12.5, True, "300"])
+def test_unrepresentable_hint_is_refused(micro_static, hint):
+    folded, q = micro_static
+    with pytest.raises(IRError, match=r"layer 'blocks.0.mlp.fc2.lif'.*hint vth"):
+        quantize(_with_hint(folded, "blocks.0.mlp.fc2.lif", hint))
+
+
+# -- calibrated overflow --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", MICRO)
+def test_calibrated_scales_are_at_least_the_worst_case_scales(name):
+    model = micro_model(name)
+    folded = float_passes(model_to_ir(model))
+    worst = quantize(folded)
+    x = micro_inputs(model.cfg, 16, seed=7)
+    observed = observed_synaptic_max(folded, x)
+    cal = quantize(folded, observed, QuantizeOptions(overflow="calibrated", margin=2.0))
+    assert cal.meta["quantization"]["overflow"] == "calibrated"
+    wl, cl = _layers(worst), _layers(cal)
+    assert wl.keys() == cl.keys()
+    larger = 0
+    for lif in wl:
+        assert cl[lif]["scale"] >= wl[lif]["scale"], lif
+        larger += cl[lif]["scale"] > wl[lif]["scale"]
+        if wl[lif]["limited_by"] != "state":
+            assert cl[lif]["scale"] == wl[lif]["scale"]
+    state_limited = [n for n in wl if wl[n]["limited_by"] == "state"]
+    if state_limited:  # the static input's first layer is state-limited: calibration helps
+        assert larger >= 1
+    # and the calibrated graph runs: its LIF parameters are legal Loihi values
+    res = run_reference(cal, x)
+    assert res.logits.shape == (16, model.cfg.num_classes)
