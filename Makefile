@@ -10,7 +10,7 @@ venv:
 	@bash scripts/setup-venv.sh
 
 demo: venv
-	.venv/bin/spikeform-compile spikformer_neuro/checkpoints/digits-tiny.pth --target reference \
+	.venv/bin/spikeform-compile spikformer_neuro/checkpoints/digits-tiny.pth --target lava-sim --samples 360 \
 	  -o runs/digits-tiny.compiled
 
 test: venv

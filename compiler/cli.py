@@ -1,8 +1,11 @@
 """`spikeform-compile MODEL.pth --target TARGET`: compile a checkpoint and verify it.
 
-Writes a self-contained artifact directory (the quantized graph and report.json), atomically,
-then (unless --no-verify) runs the float model and the integer reference executor on test
-samples and prints accuracy and per-layer spike agreement.
+Compiles to Loihi fixed point, verifies (unless --no-verify) on test samples -- the float
+model, the integer reference executor and, for the Lava targets, the network running in Lava,
+compared spike for spike with the reference -- and writes a self-contained artifact directory
+(the quantized graph and report.json) atomically. Any Lava-vs-reference mismatch is an error
+(exit 3) and no artifact is written: a compiler that silently deploys a different network is
+worse than none.
 """
 from __future__ import annotations
 
@@ -28,23 +31,31 @@ from .pipeline import Compiled, Fidelity, compile_checkpoint, measure_fidelity
 from .serialize import (GRAPH_FILE, make_build_dir, replace_directory_atomic, save_graph,
                         write_atomic)
 
-TARGETS = ("reference",)
+LAVA_TARGETS = ("lava-sim", "lava-sim-stock", "loihi2")
+TARGETS = LAVA_TARGETS + ("reference",)
+DEFAULT_LAVA_SAMPLES = 32
 REPORT_FILE = "report.json"
+EXIT_MISMATCH = 3
 
 
 class CompileError(Exception):
     """Bad arguments; reported as one paragraph with exit code 2."""
 
 
+class VerificationError(Exception):
+    """Lava disagreed with the reference executor; exit code 3."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikeform-compile", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="checkpoint written by spikeform-train (model.pth)")
-    p.add_argument("--target", default="reference", help=f"one of: {', '.join(TARGETS)}")
+    p.add_argument("--target", default="lava-sim", help=f"one of: {', '.join(TARGETS)}")
     p.add_argument("-o", "--output", help="artifact directory (default: <model>.compiled "
                                           "next to the checkpoint)")
-    p.add_argument("--samples", type=int, help="test samples to verify on (default: the "
-                                               "whole test split)")
+    p.add_argument("--samples", type=int, help="test samples to verify on (default: "
+                   f"{DEFAULT_LAVA_SAMPLES} for the Lava targets, the whole test split for "
+                   "reference)")
     p.add_argument("--calibration-samples", type=int, default=256,
                    help="training samples used to calibrate the quantizer")
     p.add_argument("--overflow", choices=("worst-case", "calibrated"), default="worst-case",
@@ -120,8 +131,18 @@ def _table(report: dict) -> str:
              f"samples           {report['samples']}",
              f"accuracy float    {pct(acc['float'])}",
              f"accuracy ref      {pct(acc['reference'])}",
+             f"accuracy Lava     {pct(acc['lava'])}",
              f"float vs ref      {report['float_vs_reference']['prediction_mismatches']} "
-             "prediction mismatches",
+             "prediction mismatches"]
+    lava = report.get("lava")
+    if lava:
+        mm = report["mismatches"]
+        lines += [f"Lava vs ref       {mm['spikes']} spike mismatches in "
+                  f"{lava['spikes_compared']} probed values, {mm['predictions']} prediction and "
+                  f"{mm['logits']} logit mismatches",
+                  f"Lava speed        {lava['ms_per_step']:.1f} ms/step, "
+                  f"{lava['samples_per_s']:.1f} samples/s ({lava['steps']} steps)"]
+    lines += [
              f"compile time      {report['timing_s']['compile']:.2f} s",
              f"run time          {report['timing_s']['run']:.2f} s"]
     layers = report["layers"]
@@ -146,6 +167,16 @@ def run(args: argparse.Namespace) -> int:
         raise CompileError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.margin > 0:
         raise CompileError(f"--margin must be > 0, got {args.margin}")
+    lava_target = args.target in LAVA_TARGETS
+    if lava_target:
+        from deploy.lava import loihi_extension_available  # imports Lava: only when needed
+        if args.target == "loihi2" and not loihi_extension_available():
+            raise CompileError(
+                "target loihi2 needs Intel's lava-loihi extension (available to INRC members), "
+                "which is not installed; compile with --target lava-sim instead, which runs the "
+                "same processes with Lava's bit-accurate fixed-point models")
+    samples = args.samples if args.samples is not None else (
+        DEFAULT_LAVA_SAMPLES if lava_target else None)
     model_path = Path(args.model)
     out_dir = Path(args.output) if args.output else model_path.with_suffix(".compiled")
     show = not (args.quiet or args.json)
@@ -157,17 +188,19 @@ def run(args: argparse.Namespace) -> int:
     calib_x, _ = _stack(train_ds, args.calibration_samples)
     compiled = compile_checkpoint(ckpt, calib_x, args.overflow, args.margin)
 
-    fid, run_seconds = None, 0.0
+    fid, lava, run_seconds = None, None, 0.0
     if not args.no_verify:
         test_ds, _ = load_dataset(ckpt.dataset, "test", args.data_dir, img_size=cfg.img_size,
                                   time_steps=cfg.time_steps)
-        if args.samples is not None:
-            test_ds = Subset(test_ds, range(min(args.samples, len(test_ds))))
+        if samples is not None:
+            test_ds = Subset(test_ds, range(min(samples, len(test_ds))))
         loader = DataLoader(test_ds, batch_size=args.batch_size)
         start = time.perf_counter()
         fid = measure_fidelity(compiled, ((x, y.numpy()) for x, y in loader),
                                lambda it: tqdm(it, total=len(loader), desc="float + reference",
                                                disable=not show, leave=False))
+        if lava_target:
+            lava = _verify_lava(compiled, test_ds, args.target, show)
         run_seconds = time.perf_counter() - start
     report = {
         "target": args.target, "checkpoint": str(model_path), "artifact": str(out_dir),
@@ -176,9 +209,12 @@ def run(args: argparse.Namespace) -> int:
         "accuracy": {"float": fid.correct_float / fid.samples if fid and fid.samples else None,
                      "reference": (fid.correct_reference / fid.samples
                                    if fid and fid.samples else None),
-                     "lava": None},
-        # reference vs Lava: not measured by the reference target
-        "mismatches": {"spikes": None, "predictions": None},
+                     "lava": lava["accuracy"] if lava else None},
+        # reference vs Lava, over every LIF population and every logit (null: not measured)
+        "mismatches": {"spikes": lava["spike_mismatches"] if lava else None,
+                       "predictions": lava["prediction_mismatches"] if lava else None,
+                       "logits": lava["logit_mismatches"] if lava else None},
+        "lava": lava,
         "float_vs_reference": {"prediction_mismatches": fid.prediction_mismatches if fid else None},
         "timing_s": {"compile": compiled.seconds, "run": run_seconds,
                      "float": fid.seconds_float if fid else None,
@@ -188,11 +224,41 @@ def run(args: argparse.Namespace) -> int:
         "input_encoding": {k: v for k, v in compiled.quantized.input_node.attrs.items()},
         "layers": _layer_report(compiled, fid),
     }
-    _write_artifact(out_dir, compiled, report)
+    exact = lava is None or (lava["spike_mismatches"] == 0 and lava["logit_mismatches"] == 0)
+    if exact:
+        _write_artifact(out_dir, compiled, report)
     if args.report:
         write_atomic(Path(args.report), (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
     print(json.dumps(report, sort_keys=True) if args.json else _table(report))
+    if not exact:
+        raise VerificationError(
+            f"the network running in Lava ({args.target}) differs from the reference executor: "
+            f"{lava['spike_mismatches']} spike values and {lava['logit_mismatches']} samples' "
+            f"logits differ (per layer: {lava['layer_mismatches']}); no artifact was written. "
+            "This is a compiler bug: please report it with the checkpoint")
     return 0
+
+
+def _verify_lava(compiled: Compiled, test_ds, target: str, show: bool) -> dict:
+    """Run the test samples through Lava and compare with the reference executor."""
+    from compiler.reference import encode_input
+    from deploy.lava.verify import verify_against_reference
+
+    x, y = _stack(test_ds, len(test_ds))
+    x_seq = encode_input(compiled.quantized, x)
+    with tqdm(desc=f"Lava ({target})", unit="step", disable=not show, leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        check = verify_against_reference(compiled.quantized, x_seq, target, progress)
+    res = check.lava
+    return {"samples": int(len(y)), "accuracy": float((res.predictions == y).mean()),
+            "spike_mismatches": check.spike_mismatches, "spikes_compared": check.spikes_compared,
+            "layer_mismatches": check.layer_mismatches,
+            "logit_mismatches": check.logit_mismatches,
+            "prediction_mismatches": check.prediction_mismatches,
+            "steps": res.num_steps, "ms_per_step": res.ms_per_step,
+            "samples_per_s": res.samples_per_s, "start_s": res.compile_s, "run_s": res.run_s}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -202,6 +268,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (CompileError, CheckpointError, DatasetError, IRError, GridError) as e:
         print(f"spikeform-compile: error: {e}", file=sys.stderr)
         return 2
+    except VerificationError as e:
+        print(f"spikeform-compile: verification failed: {e}", file=sys.stderr)
+        return EXIT_MISMATCH
     except OSError as e:  # e.g. an unwritable output location
         print(f"spikeform-compile: error: {e}", file=sys.stderr)
         return 2

@@ -7,38 +7,19 @@ from torch import nn
 from compiler.float_exec import run_float
 from compiler.frontend import model_to_ir
 from compiler.ir import Graph, IRError, Node
-from spikformer_neuro.model import SSA, build_model
+from spikformer_neuro.model import SSA
 from spikformer_neuro.neuron import MultiStepLIF, lif_multistep
 from spikformer_neuro.zoo import get_config
+from spikformer_neuro.testing import firing_model
 
 MICRO = ["test-micro", "test-micro-events"]
 
 
-def randomize_bn(model: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial eval-mode BN statistics, chosen so every LIF fires sometimes, not always."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.25)
-                m.weight.copy_(torch.rand(c, generator=gen) * 2.0 + 0.5)
-                m.bias.copy_(torch.rand(c, generator=gen) * 2.0)
-    return model
-
-
 def micro_model(name: str, seed: int = 0) -> nn.Module:
-    cfg = get_config(name)
-    c = cfg.in_channels
+    c = get_config(name).in_channels
     # Non-trivial input normalisation too (float32-representable values are not required).
-    cfg = cfg.replace(input_mean=tuple(0.1 + 0.2 * i for i in range(c)),
-                      input_std=tuple(0.7 + 0.3 * i for i in range(c)))
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    with torch.no_grad():  # the stem sees 9 * C_in inputs only: widen its default init
-        model.sps.stages[0].conv.weight.mul_(4.0)
-    return randomize_bn(model, seed + 100).eval()
+    return firing_model(name, seed, input_mean=tuple(0.1 + 0.2 * i for i in range(c)),
+                        input_std=tuple(0.7 + 0.3 * i for i in range(c)))
 
 
 def micro_input(cfg, batch: int = 4, seed: int = 0) -> torch.Tensor:

@@ -3,15 +3,13 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
-from torch import nn
 
 from compiler.float_exec import run_float
 from compiler.frontend import model_to_ir
 from compiler.ir import Graph, IRError, Node
 from compiler.passes import fold_batchnorm, maxpool_to_sumpool
 from compiler.serialize import graph_to_bytes
-from spikformer_neuro.model import build_model
-from spikformer_neuro.zoo import get_config
+from spikformer_neuro.testing import firing_model
 
 HYP = settings(max_examples=25, deadline=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -305,20 +303,9 @@ def test_maxpool_over_graded_values_is_refused():
 # -- (c) the micro model end to end ---------------------------------------------------------------
 
 def _micro(seed):
-    cfg = get_config("test-micro")
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        model.sps.stages[0].conv.weight.mul_(4.0)
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.25)
-                m.weight.copy_(torch.rand(c, generator=gen) * 2.0 + 0.5)
-                m.bias.copy_(torch.rand(c, generator=gen) * 2.0)
-    return model.eval(), torch.randn(32, *cfg.input_shape(), generator=gen)
+    model = firing_model("test-micro", seed, bn_seed=seed + 1)
+    gen = torch.Generator().manual_seed(seed + 2)
+    return model, torch.randn(32, *model.cfg.input_shape(), generator=gen)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from compiler.float_exec import run_float
 from compiler.frontend import checkpoint_to_ir, model_to_ir
@@ -17,31 +16,12 @@ from compiler.reference import run_reference
 from spikformer_neuro.checkpoint import load_checkpoint
 from spikformer_neuro.data import load_dataset
 from spikformer_neuro.loihi_grid import WEIGHT_MANT_MAX, bias_exponent
-from spikformer_neuro.model import ConvBNLIF, LinearBNLIF, build_model
+from spikformer_neuro.model import ConvBNLIF, LinearBNLIF
 from spikformer_neuro.qat import disable_qat, enable_qat, snap_to_grid
-from spikformer_neuro.zoo import get_config
+from spikformer_neuro.testing import firing_model as micro_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
-
-
-def micro_model(name: str, seed: int = 0, **overrides) -> nn.Module:
-    cfg = get_config(name)
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    gen = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        model.sps.stages[0].conv.weight.mul_(4.0)
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.25)
-                m.weight.copy_(torch.rand(c, generator=gen) * 2.0 + 0.5)
-                m.bias.copy_(torch.rand(c, generator=gen) * 2.0)
-    return model.eval()
 
 
 def grid_inputs(cfg, batch: int, seed: int) -> torch.Tensor:

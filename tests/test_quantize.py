@@ -4,7 +4,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from compiler import fixed_point as fx
 from compiler.calibration import observed_synaptic_max
@@ -16,31 +15,10 @@ from compiler.passes.quantize import (QuantizeOptions, _quantize_attention_lif, 
 from compiler.reference import attention_counts, run_reference
 from spikformer_neuro.loihi_grid import (BIAS_MANT_MAX, STATE_LIMIT, VTH_MAX, WEIGHT_MANT_MAX,
                                          bias_exponent, layer_grid)
-from spikformer_neuro.model import build_model
 from spikformer_neuro.neuron import lif_multistep
-from spikformer_neuro.zoo import get_config
+from spikformer_neuro.testing import firing_model as micro_model
 
 MICRO = ["test-micro", "test-micro-events"]
-
-
-def micro_model(name: str, seed: int = 0, **overrides) -> nn.Module:
-    """A test-micro model with random BN statistics chosen so every LIF fires sometimes."""
-    cfg = get_config(name)
-    if overrides:
-        cfg = cfg.replace(**overrides)
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    gen = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        model.sps.stages[0].conv.weight.mul_(4.0)
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.25)
-                m.weight.copy_(torch.rand(c, generator=gen) * 2.0 + 0.5)
-                m.bias.copy_(torch.rand(c, generator=gen) * 2.0)
-    return model.eval()
 
 
 def micro_inputs(cfg, batch: int, seed: int) -> torch.Tensor:

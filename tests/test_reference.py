@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
-from torch import nn
 
 from compiler import fixed_point as fx
 from compiler.frontend import model_to_ir
@@ -18,8 +17,8 @@ from compiler.ir import Graph, IRError, Node
 from compiler.passes import float_passes
 from compiler.passes.quantize import quantize
 from compiler.reference import attention_counts, encode_input, run_reference
-from spikformer_neuro.model import build_model
 from spikformer_neuro.zoo import get_config
+from spikformer_neuro.testing import firing_model
 
 HYP = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -327,18 +326,8 @@ def test_reference_equals_manual_fixed_point_stepping(seed, batch):
 
 def _micro_quantized(name):
     cfg = get_config(name)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        model.sps.stages[0].conv.weight.mul_(4.0)
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.25)
-                m.weight.copy_(torch.rand(c, generator=gen) * 2.0 + 0.5)
-                m.bias.copy_(torch.rand(c, generator=gen) * 2.0)
+    model = firing_model(name, 0, bn_seed=1)
+    gen = torch.Generator().manual_seed(2)
     q = quantize(float_passes(model_to_ir(model.eval())))
     if cfg.event_input:
         x = (torch.rand(6, *cfg.input_shape(), generator=gen) < 0.4).float()

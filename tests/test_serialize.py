@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from compiler import serialize
 from compiler.float_exec import run_float
@@ -15,24 +14,11 @@ from compiler.passes import fold_batchnorm, maxpool_to_sumpool
 from compiler.serialize import (GRAPH_FILE, TENSOR_FILE, graph_from_bytes, graph_to_bytes,
                                 load_graph, save_graph)
 from spikformer_neuro.checkpoint import save_checkpoint
-from spikformer_neuro.model import build_model
-from spikformer_neuro.zoo import get_config
+from spikformer_neuro.testing import firing_model
 
 
 def make_model(name="test-micro", seed=0):
-    torch.manual_seed(seed)
-    model = build_model(get_config(name))
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        model.sps.stages[0].conv.weight.mul_(4.0)
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.25)
-                m.weight.copy_(torch.rand(c, generator=gen) * 2.0 + 0.5)
-                m.bias.copy_(torch.rand(c, generator=gen) * 2.0)
-    return model.eval()
+    return firing_model(name, seed, bn_seed=seed + 1)
 
 
 def compile_float(graph):

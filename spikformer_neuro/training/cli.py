@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware fine-tuning on the Loihi integer grid (use with "
                         "--init); the saved checkpoint carries the grid for the compiler")
+    p.add_argument("--qat-from-epoch", type=int, metavar="K",
+                   help="train in float, then switch to --qat from epoch K (1-based) on; only "
+                        "QAT epochs compete for the best checkpoint")
     p.add_argument("--batch-size", type=int, default=64, help="per process")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr", type=float, default=1e-5)
@@ -165,8 +168,10 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
         model.load_state_dict(resume.state_dict)
     elif args.init:
         model.load_state_dict(init.state_dict)
-    if args.qat:
-        enable_qat(model, _input_levels(model, train_ds))
+    qat_start = 1 if args.qat else args.qat_from_epoch
+    if qat_start is not None and not 1 <= qat_start <= args.epochs:
+        raise TrainError(f"--qat-from-epoch must be in 1..{args.epochs}, got {qat_start}")
+    qat_levels = _input_levels(model, train_ds) if qat_start is not None else None
     train_model = model
     if ctx.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -207,6 +212,11 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
               f"{f' x{ctx.world_size} processes' if ctx.enabled else ''}, AMP {'on' if amp else 'off'}",
               flush=True)
     for epoch in range(start_epoch, args.epochs):
+        qat = qat_start is not None and epoch + 1 >= qat_start
+        if qat and model.fake_quant_head is None:
+            enable_qat(model, qat_levels)
+            if epoch + 1 == qat_start:
+                best = -1.0  # the shipped checkpoint must lie on the grid
         if sampler is not None:
             sampler.set_epoch(epoch)
         train = train_one_epoch(train_model, train_loader, optimizer, scheduler, scaler, device,
@@ -231,7 +241,7 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
                           train_args=train_args)
             if improved:
                 best_model, hints = model, None
-                if args.qat:  # a plain model whose folded weights lie on the Loihi grid
+                if qat:  # a plain model whose folded weights lie on the Loihi grid
                     best_model = copy.deepcopy(model)
                     hints = snap_to_grid(best_model)
                     disable_qat(best_model)

@@ -1,0 +1,59 @@
+"""Spiking self-attention (Spikformer's SSA) as one Lava process.
+
+Ports (all in Lava's ``(W, H, D)`` layout, the layout of the LIF processes that
+feed it; the tokens are the H*W cells, numbered row-major over (H, W) as in the
+compiler's ``[D, H, W]`` maps):
+
+* ``q``, ``k``, ``v`` (InPort): binary spikes of the query, key and value LIFs;
+* ``a_out`` (OutPort): graded spikes, ``gain * counts`` with, per head ``h`` of
+  ``D / num_heads`` channels, ``counts_h = Q_h . (K_h^T . V_h)`` (integer
+  spike-coincidence counts; ``compiler.reference.attention_counts``).
+
+Timing: like LIF (and unlike Conv/Dense) the process has no delay: ``a_out`` at
+step t is computed from q, k, v received at step t (``ATTENTION_DELAY = 0``).
+
+Loihi 2 has no neuro-core primitive for this product of two spike maps (it is
+a product of *activities*, not activity times a stored weight), so on hardware
+the process would run on the chip's embedded x86 cores or the host; see
+docs/lava-backend.md.
+"""
+from __future__ import annotations
+
+import typing as ty
+
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess, LogConfig
+from lava.magma.core.process.variable import Var
+
+#: Lava steps between receiving q, k, v and sending the result.
+ATTENTION_DELAY = 0
+
+
+class SpikingAttention(AbstractProcess):
+    """Spiking self-attention over a ``(W, H, D)`` token grid.
+
+    Parameters
+    ----------
+    shape : (W, H, D) in Lava layout.
+    num_heads : number of heads; must divide D.
+    gain : integer multiplier of the counts (the quantizer's attention gain).
+    """
+
+    def __init__(self, *, shape: ty.Tuple[int, int, int], num_heads: int,
+                 gain: int = 1, name: ty.Optional[str] = None,
+                 log_config: ty.Optional[LogConfig] = None) -> None:
+        shape = tuple(int(s) for s in shape)
+        super().__init__(shape=shape, num_heads=int(num_heads), gain=int(gain),
+                         name=name, log_config=log_config)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"SpikingAttention: shape must be (W, H, D) with "
+                             f"positive sizes; got {shape}")
+        if int(num_heads) < 1 or shape[2] % int(num_heads):
+            raise ValueError(f"SpikingAttention: num_heads={num_heads} must be "
+                             f">= 1 and divide D={shape[2]}")
+        self.q = InPort(shape=shape)
+        self.k = InPort(shape=shape)
+        self.v = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+        self.num_heads = Var(shape=(1,), init=int(num_heads))
+        self.gain = Var(shape=(1,), init=int(gain))
