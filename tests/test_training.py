@@ -95,3 +95,20 @@ def test_cli_errors_are_one_paragraph_with_exit_code_2(tmp_path, argv, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_qat_from_epoch_saves_only_grid_checkpoints(tmp_path):
+    # Epoch 1 trains in float, epoch 2 on the Loihi grid; the best checkpoint must be a QAT one
+    # (carrying the grid hints) even if the float epoch scored higher.
+    rc, out = _train(tmp_path, "--epochs", "2", "--qat-from-epoch", "2", "--train-subset", "32",
+                     "--test-subset", "16", "--batch-size", "16")
+    assert rc == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.metrics["epoch"] == 2
+    assert ckpt.quantization["method"] == "qat" and ckpt.quantization["input_levels"] == 16
+    assert len(ckpt.quantization["vth"]) == 11  # every conv/linear -> LIF layer of digits-tiny
+
+
+def test_qat_from_epoch_out_of_range_is_an_error(tmp_path):
+    rc, out = _train(tmp_path, "--epochs", "2", "--qat-from-epoch", "3")
+    assert rc == 2 and not out.exists()
