@@ -1,0 +1,212 @@
+"""`spikeform-run ARTIFACT`: run a compiled network in the Lava simulator.
+
+    spikeform-run runs/digits-tiny.compiled --samples 100
+    spikeform-run ART --input images.npy [--labels labels.npy] --out results.json
+    spikeform-run ART --probe blocks.0.attn.q.lif --probe-out q_spikes.npz
+    spikeform-run ART --samples 10000 --shard 2/4      # the third of four contiguous shards
+
+Samples stream back to back (one every T steps) in chunks of --chunk samples per Lava run. The
+artifact alone is enough: no checkpoint, no PyTorch model code.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from compiler.ir import Graph, IRError
+from compiler.reference import encode_input
+from compiler.serialize import load_graph, write_atomic
+
+DEFAULT_SAMPLES = 32
+
+
+class RunError(Exception):
+    """Bad arguments or inputs; reported as one paragraph with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spikeform-run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("artifact", help="directory written by spikeform-compile")
+    p.add_argument("--target", default="lava-sim", help="lava-sim, lava-sim-stock or loihi2")
+    p.add_argument("--samples", type=int, help=f"samples to run (default {DEFAULT_SAMPLES}; "
+                                               "all of --input)")
+    p.add_argument("--input", help=".npy of inputs as the model takes them: images [B, C, H, W] "
+                                   "in [0, 1], or event frames [B, T, C, H, W]")
+    p.add_argument("--labels", help=".npy of integer labels for --input (optional)")
+    p.add_argument("--data-dir", help="data set directory (without --input: the artifact's "
+                                      "data set, test split)")
+    p.add_argument("--shard", default="0/1", help="i/n: run only the i-th (0-based) of n "
+                                                  "contiguous shards of the samples")
+    p.add_argument("--chunk", type=int, default=64, help="samples per Lava run")
+    p.add_argument("--probe", action="append", default=[], metavar="LAYER",
+                   help="record this layer's spikes (repeatable)")
+    p.add_argument("--probe-out", default="probes.npz", help="where --probe spikes go")
+    p.add_argument("--out", help="write results (predictions, accuracy, throughput) as JSON")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON only")
+    return p
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise RunError(f"--shard must look like i/n (e.g. 0/4), got '{text}'") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise RunError(f"--shard {text}: need n >= 1 and 0 <= i < n")
+    return i, n
+
+
+def shard_range(total: int, i: int, n: int) -> range:
+    """Contiguous, balanced shards whose concatenation over i = 0..n-1 is range(total)."""
+    return range(total * i // n, total * (i + 1) // n)
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)  # never unpickle user files
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {what} '{path}': {e}") from None
+
+
+def load_inputs(graph: Graph, args, count: Optional[int]):
+    """(float inputs, labels or None, first sample index) for this run's shard."""
+    if args.input:
+        x = _load_npy(args.input, "--input").astype(np.float32)
+        y = _load_npy(args.labels, "--labels").astype(np.int64) if args.labels else None
+        if y is not None and len(y) != len(x):
+            raise RunError(f"--labels has {len(y)} entries for {len(x)} inputs")
+        total = len(x) if count is None else min(count, len(x))
+        get = lambda idx: (x[idx], None if y is None else y[idx])  # noqa: E731
+    else:
+        from spikformer_neuro.data import DatasetError, load_dataset
+
+        dataset = graph.meta.get("dataset")
+        if not dataset:
+            raise RunError("the artifact names no data set; pass --input images.npy")
+        cfg = graph.meta["config"]
+        try:
+            ds, _ = load_dataset(dataset, "test", args.data_dir, img_size=cfg["img_size"],
+                                 time_steps=cfg["time_steps"])
+        except DatasetError as e:
+            raise RunError(str(e)) from None
+        total = min(DEFAULT_SAMPLES if count is None else count, len(ds))
+
+        def get(idx):
+            items = [ds[int(k)] for k in idx]
+            return (np.stack([t.numpy() for t, _ in items]),
+                    np.array([label for _, label in items], dtype=np.int64))
+    return total, get
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.samples is not None and args.samples < 1:
+        raise RunError(f"--samples must be >= 1, got {args.samples}")
+    if args.chunk < 1:
+        raise RunError(f"--chunk must be >= 1, got {args.chunk}")
+    shard_i, shard_n = parse_shard(args.shard)
+    graph = load_graph(args.artifact)
+    # imports Lava: after the cheap checks
+    from deploy.lava import TARGETS, LoweringError, loihi_extension_available, lower
+    from deploy.lava import run as lava_run
+
+    if args.target not in TARGETS:
+        raise RunError(f"unknown target '{args.target}'; choose one of: {', '.join(TARGETS)}")
+    if args.target == "loihi2" and not loihi_extension_available():
+        raise RunError("target loihi2 needs Intel's lava-loihi extension (INRC members), which "
+                       "is not installed; --target lava-sim runs the same processes with Lava's "
+                       "bit-accurate fixed-point models")
+    try:
+        network = lower(graph)
+    except LoweringError as e:
+        raise RunError(f"{args.artifact}: {e}") from None
+    unknown = [p for p in args.probe if p not in network.probe_names()]
+    if unknown:
+        raise RunError(f"cannot probe {unknown}: not layers of this network; probe-able: "
+                       f"{', '.join(network.probe_names())}")
+    total, get = load_inputs(graph, args, args.samples)
+    indices = np.asarray(shard_range(total, shard_i, shard_n))
+    show = not (args.quiet or args.json)
+    preds, labels, probes, steps, seconds = [], [], {p: [] for p in args.probe}, 0, 0.0
+    start = time.perf_counter()
+    with tqdm(total=len(indices), desc=f"Lava ({args.target})", unit="sample",
+              disable=not show) as bar:
+        for lo in range(0, len(indices), args.chunk):
+            idx = indices[lo:lo + args.chunk]
+            x, y = get(idx)
+            try:
+                x_seq = encode_input(graph, x)
+            except ValueError as e:
+                raise RunError(f"--input does not fit this network: {e}") from None
+            res = lava_run(network, x_seq, target=args.target, probes=args.probe)
+            preds.append(res.predictions)
+            if y is not None:
+                labels.append(np.asarray(y))
+            for p in args.probe:
+                probes[p].append(res.outputs[p].astype(np.uint8))
+            steps += res.num_steps
+            seconds += res.run_s
+            bar.update(len(idx))
+    wall = time.perf_counter() - start
+    predictions = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    y_all = np.concatenate(labels) if labels else None
+    class_names = graph.meta.get("class_names")
+    results = {
+        "artifact": str(args.artifact), "target": args.target, "shard": f"{shard_i}/{shard_n}",
+        "sample_indices": [int(indices[0]), int(indices[-1]) + 1] if len(indices) else [0, 0],
+        "samples": int(len(predictions)),
+        "accuracy": None if y_all is None or not len(y_all) else float((predictions == y_all).mean()),
+        "predictions": predictions.tolist(),
+        "predicted_classes": [class_names[p] for p in predictions] if class_names else None,
+        "throughput": {"samples_per_s": len(predictions) / seconds if seconds else None,
+                       "ms_per_step": 1e3 * seconds / steps if steps else None,
+                       "wall_s": wall, "lava_steps": steps},
+    }
+    if args.probe:
+        # [T, B, C, H, W] per layer, samples in shard order; written whole or not at all
+        import io
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{p: np.concatenate(v, axis=1) for p, v in probes.items()},
+                            sample_indices=indices)
+        write_atomic(Path(args.probe_out), buf.getvalue())
+        results["probe_file"] = str(args.probe_out)
+    if args.out:
+        write_atomic(Path(args.out), (json.dumps(results, indent=1) + "\n").encode())
+    if args.json:
+        print(json.dumps(results))
+    else:
+        acc = results["accuracy"]
+        tp = results["throughput"]
+        print(f"samples    {results['samples']} (indices {results['sample_indices'][0]}.."
+              f"{results['sample_indices'][1] - 1}, shard {results['shard']})")
+        print(f"accuracy   {'not measured (no labels)' if acc is None else f'{100 * acc:.2f} %'}")
+        if tp["samples_per_s"]:
+            print(f"throughput {tp['samples_per_s']:.1f} samples/s, {tp['ms_per_step']:.1f} ms/step "
+                  f"({args.target})")
+        if args.probe:
+            print(f"probes     {', '.join(args.probe)} -> {args.probe_out}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (RunError, IRError) as e:
+        print(f"spikeform-run: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeform-run: interrupted (the Lava runtime was stopped)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

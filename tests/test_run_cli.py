@@ -1,0 +1,85 @@
+"""spikeform-run: a compiled artifact runs in Lava on its own, equal to the reference."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.cli import main as compile_main
+from compiler.reference import run_reference
+from compiler.serialize import load_graph
+from deploy.run_cli import main as run_main, shard_range
+from spikformer_neuro.data import load_dataset
+
+DIGITS = Path(__file__).resolve().parents[1] / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("art") / "digits.compiled"
+    assert compile_main([str(DIGITS), "--target", "reference", "--no-verify", "-o", str(out),
+                         "-q"]) == 0
+    return out
+
+
+def _test_images(n):
+    ds, _ = load_dataset("digits", "test")
+    return (np.stack([ds[i][0].numpy() for i in range(n)]),
+            np.array([ds[i][1] for i in range(n)]))
+
+
+def test_shards_partition_the_samples():
+    for total in (0, 1, 7, 10):
+        for n in (1, 2, 3, 4):
+            parts = [list(shard_range(total, i, n)) for i in range(n)]
+            assert sum(parts, []) == list(range(total))
+
+
+def test_run_equals_reference_with_probes_and_shards(artifact, tmp_path):
+    graph = load_graph(artifact)
+    x, y = _test_images(6)
+    ref = run_reference(graph, x, record=["blocks.0.attn.q.lif"])
+    preds, probes = [], []
+    for shard in ("0/2", "1/2"):
+        out, probe = tmp_path / f"r{shard[0]}.json", tmp_path / f"p{shard[0]}.npz"
+        assert run_main([str(artifact), "--samples", "6", "--shard", shard, "--chunk", "2",
+                         "--probe", "blocks.0.attn.q.lif", "--probe-out", str(probe),
+                         "--out", str(out), "-q"]) == 0
+        result = json.loads(out.read_text())
+        preds += result["predictions"]
+        probes.append(np.load(probe)["blocks.0.attn.q.lif"])
+        assert result["throughput"]["samples_per_s"] > 0
+    assert preds == ref.predictions.tolist()
+    assert np.array_equal(np.concatenate(probes, axis=1), ref.outputs["blocks.0.attn.q.lif"])
+
+
+def test_user_inputs_from_npy_with_labels(artifact, tmp_path, capsys):
+    x, y = _test_images(3)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    assert run_main([str(artifact), "--input", str(tmp_path / "x.npy"), "--labels",
+                     str(tmp_path / "y.npy"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    ref = run_reference(load_graph(artifact), x)
+    assert result["predictions"] == ref.predictions.tolist()
+    assert result["accuracy"] == float((ref.predictions == y).mean())
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--shard", "2/2"], "0 <= i < n"),
+    (["--probe", "nope"], "cannot probe ['nope']"),
+    (["--target", "nope"], "unknown target"),
+    (["--target", "loihi2"], "lava-loihi"),
+    (["--samples", "0"], "--samples must be >= 1"),
+])
+def test_bad_arguments_exit_2_with_a_message(artifact, capsys, extra, message):
+    assert run_main([str(artifact), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_inputs_exit_2(artifact, tmp_path, capsys):
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 1, 5, 5), np.float32))
+    assert run_main([str(artifact), "--input", str(tmp_path / "wrong.npy")]) == 2
+    assert "does not fit this network" in capsys.readouterr().err
+    assert run_main([str(tmp_path / "missing")]) == 2
+    assert "missing graph.json" in capsys.readouterr().err
