@@ -75,7 +75,7 @@ def test_exit_code_artifact_and_report(two_runs):
     for key in ("float", "reference"):
         assert isinstance(acc[key], float) and 0.0 <= acc[key] <= 1.0
         assert acc[key] * 24 == round(acc[key] * 24)  # a count of correct samples
-    assert report["mismatches"] == {"spikes": None, "predictions": None}
+    assert report["mismatches"] == {"spikes": None, "predictions": None, "logits": None}
     timing = report["timing_s"]
     assert timing["compile"] > 0 and timing["run"] > 0
     # the artifact loads back and is the quantized graph
@@ -214,3 +214,32 @@ def test_unwritable_report_fails_before_writing_anything(tmp_path, capsys, repor
 def test_other_bad_numbers_are_refused_before_any_work(tmp_path, capsys, args, needle):
     proc = compile_main(tmp_path, capsys, *args)
     _assert_clean_failure(tmp_path, proc, needle)
+
+
+def test_lava_target_verifies_every_spike_and_logit(tmp_path, capsys):
+    proc = compile_main(tmp_path, capsys, "--target", "lava-sim", "--samples", "4")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "art" / "report.json").read_text())
+    assert report["mismatches"] == {"spikes": 0, "predictions": 0, "logits": 0}
+    assert report["lava"]["spikes_compared"] > 0
+    assert 0.0 <= report["accuracy"]["lava"] <= 1.0
+    assert report["accuracy"]["lava"] == report["accuracy"]["reference"]
+
+
+def test_lava_mismatch_exits_3_and_writes_no_artifact(tmp_path, capsys, monkeypatch):
+    import deploy.lava.verify as verify
+
+    real = verify.verify_against_reference
+
+    def one_flipped_spike(*args, **kwargs):
+        check = real(*args, **kwargs)
+        name = next(iter(check.layer_mismatches))
+        check.layer_mismatches[name] += 1
+        return check
+
+    monkeypatch.setattr(verify, "verify_against_reference", one_flipped_spike)
+    proc = compile_main(tmp_path, capsys, "--target", "lava-sim", "--samples", "2")
+    assert proc.returncode == 3
+    assert "differs from the reference executor" in proc.stderr and "1 spike values" in proc.stderr
+    assert not (tmp_path / "art").exists()
+    assert json.loads((tmp_path / "r.json").read_text())["mismatches"]["spikes"] == 1

@@ -84,7 +84,7 @@ def test_resume_after_interruption_continues_exactly(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["--config", "nope", "--dataset", "digits"], "unknown configuration 'nope'"),
     (["--config", "digits-tiny", "--dataset", "nope"], "nope"),
-    (["--config", "fmnist-small", "--dataset", "digits"], "expects inputs"),
+    (["--config", "fmnist-small", "--dataset", "digits"], "images are 8x8"),
     (["--config", "digits-tiny"], "--dataset are required"),
 ])
 def test_cli_errors_are_one_paragraph_with_exit_code_2(tmp_path, argv, message):
