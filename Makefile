@@ -30,7 +30,7 @@ checkpoint-digits: venv
 	  --epochs 10 --lr 3e-4 --warmup-epochs 0 --out $(CKPT)/digits-tiny.pth
 
 checkpoint-fmnist: venv
-	$(TRAIN) --config fmnist-small --dataset fashion-mnist --epochs 8 --batch-size 64 --lr 2e-3 \
-	  --out runs/fmnist-small.float.pth
-	$(TRAIN) --init runs/fmnist-small.float.pth --qat --config fmnist-small --dataset fashion-mnist \
-	  --epochs 1 --lr 2e-4 --warmup-epochs 0 --out $(CKPT)/fmnist-small.pth
+	$(TRAIN) --config fmnist-small --dataset fashion-mnist --epochs 6 --qat-from-epoch 4 \
+	  --batch-size 64 --lr 2e-3 --out runs/fmnist-small.qat6.pth
+	$(TRAIN) --init runs/fmnist-small.qat6.pth --qat --config fmnist-small --dataset fashion-mnist \
+	  --epochs 2 --lr 3e-4 --warmup-epochs 0 --seed 1 --out $(CKPT)/fmnist-small.pth
