@@ -1,7 +1,9 @@
 """spikeform-train: schedule, a tiny overfitting run, resume, best checkpoint, CLI errors."""
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +114,20 @@ def test_qat_from_epoch_saves_only_grid_checkpoints(tmp_path):
 def test_qat_from_epoch_out_of_range_is_an_error(tmp_path):
     rc, out = _train(tmp_path, "--epochs", "2", "--qat-from-epoch", "3")
     assert rc == 2 and not out.exists()
+
+
+def test_distributed_training_with_torchrun_on_cpu(tmp_path):
+    # Two processes, Gloo backend: the same code path as multi-GPU DDP (NCCL) minus the GPUs.
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "m.pth"
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+         "spikformer_neuro.training.cli", "--config", "digits-tiny", "--dataset", "digits",
+         "--epochs", "1", "--train-subset", "64", "--test-subset", "16", "--batch-size", "16",
+         "--threads", "1", "-q", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x2 processes" in proc.stdout
+    log = [json.loads(line) for line in (tmp_path / "m.log.jsonl").read_text().splitlines()]
+    assert len(log) == 1  # one writer (rank 0), all 64 samples counted across both ranks
+    assert load_checkpoint(out).metrics["epoch"] == 1
