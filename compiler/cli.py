@@ -28,6 +28,7 @@ from spikformer_neuro.loihi_grid import GridError
 
 from .ir import IRError
 from .pipeline import Compiled, Fidelity, compile_checkpoint, measure_fidelity
+from .resources import network_size
 from .serialize import (GRAPH_FILE, make_build_dir, replace_directory_atomic, save_graph,
                         write_atomic)
 
@@ -142,7 +143,10 @@ def _table(report: dict) -> str:
                   f"{mm['logits']} logit mismatches",
                   f"Lava speed        {lava['ms_per_step']:.1f} ms/step, "
                   f"{lava['samples_per_s']:.1f} samples/s ({lava['steps']} steps)"]
+    net = report["network"]
     lines += [
+             f"network           {net['neurons']:,} neurons, {net['synapses_stored']:,} stored "
+             f"weights ({net['synapses_dense']:,} dense-equivalent synapses)",
              f"compile time      {report['timing_s']['compile']:.2f} s",
              f"run time          {report['timing_s']['run']:.2f} s"]
     layers = report["layers"]
@@ -222,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         "quantization": {k: v for k, v in compiled.quantized.meta["quantization"].items()
                          if k != "layers"},
         "input_encoding": {k: v for k, v in compiled.quantized.input_node.attrs.items()},
+        "network": network_size(compiled.quantized),
         "layers": _layer_report(compiled, fid),
     }
     exact = lava is None or (lava["spike_mismatches"] == 0 and lava["logit_mismatches"] == 0)
