@@ -106,22 +106,12 @@ def _cpu_model() -> str:
 # -- workloads ---------------------------------------------------------------------------------
 def random_graph(cfg, seed: int = 0):
     """As tests/test_lava_backend.py: random weights, BN statistics that make every LIF fire."""
-    import torch
-
     from compiler.frontend import model_to_ir
     from compiler.passes import float_passes
     from compiler.passes.quantize import quantize
-    from spikformer_neuro.model import build_model
+    from spikformer_neuro.testing import densely_firing_model
 
-    torch.manual_seed(seed)
-    model = build_model(cfg).eval()
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.running_mean.normal_(0, 0.2)
-            mod.running_var.uniform_(0.2, 1.0)
-            mod.weight.data.uniform_(1.0, 3.0)
-            mod.bias.data.uniform_(0.5, 2.5)
-    return quantize(float_passes(model_to_ir(model)))
+    return quantize(float_passes(model_to_ir(densely_firing_model(cfg, seed))))
 
 
 def random_input(cfg, batch: int, seed: int = 1):
@@ -193,16 +183,6 @@ def lava_fidelity(graph, x_seq: np.ndarray, target: str) -> Dict[str, object]:
             "predictions": chk.lava.predictions.tolist()}
 
 
-def _receive(port, count: int) -> np.ndarray:
-    recv = port.external_pipe_csp_recv_port
-    out = []
-    for i in range(count):
-        if not recv.probe():
-            raise RuntimeError(f"{port.process.name}: expected {count} messages, got {i}")
-        out.append(np.array(recv.recv(), copy=True))
-    return np.stack(out)
-
-
 def stock_partial(graph, net, x_seq: np.ndarray, steps: int) -> Dict[str, object]:
     """Stock models for the first ``steps`` Lava steps only; per-sample time extrapolated.
     Taps on every node whose lag leaves it at least one produced step; those steps are
@@ -211,6 +191,7 @@ def stock_partial(graph, net, x_seq: np.ndarray, steps: int) -> Dict[str, object
     from deploy.lava.build import build
     from deploy.lava.runtime import create_runtime, run_steps, runtime_of, stop_runtime
     from deploy.lava.targets import run_config
+    from deploy.lava.runner import receive_messages
 
     T, B = net.time_steps, x_seq.shape[1]
     probes = [n for n in net.probe_names() if net.lags[n] < steps and graph[n].op != "input"]
@@ -222,7 +203,7 @@ def stock_partial(graph, net, x_seq: np.ndarray, steps: int) -> Dict[str, object
         t1 = time.perf_counter()
         run_steps(anchor, steps)
         t2 = time.perf_counter()
-        recs = {n: _receive(tap.out, steps) for n, tap in built.taps.items()}
+        recs = {n: receive_messages(tap.out, steps) for n, tap in built.taps.items()}
     finally:
         stop_runtime(runtime_of(anchor))
     ms = 1e3 * (t2 - t1) / steps

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .config import SpikformerConfig
 from .model import Spikformer, build_model
 from .zoo import get_config
 
@@ -40,3 +41,18 @@ def firing_model(name: str, seed: int = 0, bn_seed: Optional[int] = None,
     with torch.no_grad():  # the stem sees only 9 * C_in inputs: widen its default init
         model.sps.stages[0].conv.weight.mul_(4.0)
     return randomize_batchnorm(model, seed + 100 if bn_seed is None else bn_seed).eval()
+
+
+def densely_firing_model(cfg: SpikformerConfig, seed: int = 0) -> Spikformer:
+    """Random weights and BN statistics drawn so that every LIF fires often (rates ~0.4-0.7 on
+    CIFAR 4-384): the recipe of the Lava backend tests and benchmarks/bench_lava.py."""
+    torch.manual_seed(seed)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.normal_(0, 0.2)
+                mod.running_var.uniform_(0.2, 1.0)
+                mod.weight.uniform_(1.0, 3.0)
+                mod.bias.uniform_(0.5, 2.5)
+    return model

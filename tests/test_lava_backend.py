@@ -41,6 +41,7 @@ from deploy.lava.runtime import LavaWorkerError, create_runtime, run_steps, stop
 from deploy.lava.targets import loihi_extension_available
 from spikformer_neuro.model import build_model
 from spikformer_neuro.zoo import get_config
+from spikformer_neuro.testing import densely_firing_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # the shipped checkpoint (tracked); runs/ holds the training run's copy (ignored by git)
@@ -53,15 +54,7 @@ SPIKING = ("loihi_lif", "threshold")
 # -- helpers -----------------------------------------------------------------------------------
 def random_graph(cfg, seed: int = 0):
     """Quantized graph of a random model whose BN statistics make every LIF fire."""
-    torch.manual_seed(seed)
-    model = build_model(cfg).eval()
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.running_mean.normal_(0, 0.2)
-            mod.running_var.uniform_(0.2, 1.0)
-            mod.weight.data.uniform_(1.0, 3.0)
-            mod.bias.data.uniform_(0.5, 2.5)
-    return quantize(float_passes(model_to_ir(model)))
+    return quantize(float_passes(model_to_ir(densely_firing_model(cfg, seed))))
 
 
 def random_input(cfg, batch: int, seed: int = 1):

@@ -78,7 +78,7 @@ def run(network: LavaNetwork, x_seq, *, target: str = DEFAULT_TARGET,
     return result
 
 
-def _receive(port, count: int) -> np.ndarray:
+def receive_messages(port, count: int) -> np.ndarray:
     """``count`` messages from an external pipe (all sent before the run ended)."""
     recv = port.external_pipe_csp_recv_port
     out = []
@@ -90,8 +90,8 @@ def _receive(port, count: int) -> np.ndarray:
 
 
 def _collect(built: BuiltNetwork) -> LavaResult:
-    logits = _receive(built.readout.logits, built.num_samples).astype(np.int64)
-    outputs = {node: realign(built.network, node, _receive(tap.out, built.num_steps),
+    logits = receive_messages(built.readout.logits, built.num_samples).astype(np.int64)
+    outputs = {node: realign(built.network, node, receive_messages(tap.out, built.num_steps),
                              built.num_samples)
                for node, tap in built.taps.items()}
     return LavaResult(logits=logits, outputs=outputs)
