@@ -171,6 +171,64 @@ def test_unrepresentable_hints_fail_late_without_writing(tmp_path, capsys):
     _assert_clean_failure(tmp_path, proc, "blocks.0.mlp.fc1", "hint")
 
 
+def _save_modified(tmp: Path, mutate, hints: bool = True) -> Path:
+    """The shipped digits checkpoint with ``mutate(model)`` applied, saved as tmp/model.pth."""
+    import torch
+
+    from spikformer_neuro.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(DIGITS)
+    model = ckpt.build_model()
+    with torch.no_grad():
+        mutate(model)
+    return save_checkpoint(tmp / "model.pth", model=model, dataset=ckpt.dataset,
+                           class_names=list(ckpt.class_names),
+                           quantization=ckpt.quantization if hints else None)
+
+
+def test_unsupported_layer_in_the_checkpoint_is_named(tmp_path, capsys):
+    """A model with a layer the Spikformer architecture (and so the compiler) does not have:
+    its parameters appear in the checkpoint under a key no supported layer owns."""
+    from torch import nn
+
+    def add_layernorm(model):
+        model.blocks[0].norm = nn.LayerNorm(model.cfg.embed_dim)
+
+    path = _save_modified(tmp_path, add_layernorm)
+    proc = compile_main(tmp_path, capsys, "--samples", "8", model=path)
+    _assert_clean_failure(tmp_path, proc, str(path), "blocks.0.norm.weight")
+
+
+def _big_bias(model):
+    model.sps.stages[0].bn.bias[0] = 1e7
+
+
+def _huge_weight(model):
+    model.blocks[0].mlp.fc1.linear.weight[0, 0] = 1e9
+
+
+@pytest.mark.parametrize("mutate, hints, needles", [
+    # post-training quantization: no scale keeps both the bias and a 1-step threshold
+    (_big_bias, False, ("sps.stages.0.lif", "limited by bias", "V_th=1.0")),
+    # QAT grid given by the checkpoint: the bias cannot be represented on it
+    (_big_bias, True, ("sps.stages.0.conv", "bias 1e+07", "13-bit mantissa")),
+    (_huge_weight, False, ("blocks.0.mlp.fc1.lif", "limited by weights")),
+])
+def test_out_of_range_parameter_is_named_not_clipped(tmp_path, capsys, mutate, hints, needles):
+    path = _save_modified(tmp_path, mutate, hints)
+    proc = compile_main(tmp_path, capsys, "--samples", "8", model=path)
+    _assert_clean_failure(tmp_path, proc, *needles)
+
+
+def test_invalid_batchnorm_statistics_are_named(tmp_path, capsys):
+    def negative_variance(model):
+        model.sps.stages[0].bn.running_var[0] = -5.0
+
+    path = _save_modified(tmp_path, negative_variance, hints=False)
+    proc = compile_main(tmp_path, capsys, "--samples", "8", model=path)
+    _assert_clean_failure(tmp_path, proc, "sps.stages.0.bn", "var + eps must be > 0")
+
+
 # -- output locations the run could not write, or would destroy -----------------------------------
 
 def test_refuses_to_replace_a_directory_that_is_not_an_artifact(tmp_path, capsys):
