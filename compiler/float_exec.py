@@ -16,11 +16,17 @@ Semantics per op (per time step unless stated; ``[B, C, H, W]`` maps, channels =
     ``input``            ``(x - mean) / std`` with per-channel ``attrs["mean"]``/``["std"]``
                          (absent: 0 / 1).
     ``conv2d``           ``torch.nn.functional.conv2d`` with ``stride``/``padding``/``groups``
-                         and the optional ``bias``.
+                         and the optional ``bias``. An unpadded, ungrouped kernel covering the
+                         whole (H, W) map (NIR's Flatten + Affine) runs as ``F.linear`` on the
+                         row-major flattening, as the torch network that wrote it does.
     ``batchnorm``        eval-mode BN per channel: ``(x - mean) / sqrt(var + eps) * gamma + beta``.
-    ``lif``              the paper's LIF over time from V = 0:
-                         ``H = V + (X - V) / tau``; spike iff ``H >= v_threshold``; hard reset
-                         to 0 (:func:`spikformer_neuro.neuron.lif_multistep`).
+    ``lif``              a LIF over time from V = 0 with input gain ``r`` (attr, default 1)
+                         and spike rule ``spike_if`` (">=" default, or ">"): hard reset to 0.
+                         r = 1: ``H = V + (X - V) / tau``, the paper's operation order
+                         (:func:`spikformer_neuro.neuron.lif_multistep` when ">=").
+                         r != 1: ``H = decay * V + gain * X`` with ``decay = 1 - 1/tau`` and
+                         ``gain = r / tau`` rounded once to the compute dtype: snntorch's
+                         ``beta * mem + input`` when r = tau (gain exactly 1).
     ``maxpool2d``        ``max_pool2d(kernel, stride, padding)`` (padding never wins the max).
     ``sumpool2d``        sum over each ``kernel`` window, with ``stride`` and ZERO padding.
     ``threshold``        1.0 where ``x >= attrs["threshold"]``, else 0.0.
@@ -61,7 +67,7 @@ from spikformer_neuro.neuron import lif_multistep
 
 from .ir import Graph, IRError, Node
 
-__all__ = ["FloatResult", "run_float", "FLOAT_OPS"]
+__all__ = ["FloatResult", "run_float", "FLOAT_OPS", "lif_attrs"]
 
 FLOAT_OPS = frozenset({"input", "conv2d", "batchnorm", "lif", "maxpool2d", "sumpool2d",
                        "threshold", "spiking_attention", "sum", "token_time_mean", "affine",
@@ -109,6 +115,25 @@ def _pair(v, where: str, key: str) -> Tuple[int, int]:
 
 def _where(node: Node) -> str:
     return f"node '{node.name}' ({node.op})"
+
+
+SPIKE_RULES = (">=", ">")
+
+
+def lif_attrs(node: Node) -> Tuple[float, float, float, str]:
+    """(tau, v_threshold, r, spike_if) of a ``lif`` node; missing optional attrs are the
+    paper's LIF (r = 1, fire on >=), so older graphs keep their meaning."""
+    where = _where(node)
+    tau, theta = float(node.attrs["tau"]), float(node.attrs["v_threshold"])
+    r = float(node.attrs.get("r", 1.0))
+    rule = node.attrs.get("spike_if", ">=")
+    if rule not in SPIKE_RULES:
+        raise IRError(f"{where}: spike_if must be one of {SPIKE_RULES}, got {rule!r}")
+    if not (tau >= 1.0 and np.isfinite(tau)):
+        raise IRError(f"{where}: tau {tau} must be a finite number >= 1 (time steps)")
+    if not (np.isfinite(r) and np.isfinite(theta)):
+        raise IRError(f"{where}: r {r} and v_threshold {theta} must be finite")
+    return tau, theta, r, rule
 
 
 class _Executor:
@@ -178,6 +203,11 @@ class _Executor:
             return _Value(y, "tokens", v.timed, tuple(node.shape))
         x = v.as_map()
         lead = x.shape[:-3]
+        if tuple(w.shape[2:]) == tuple(v.shape[1:]) and padding == (0, 0) and groups == 1:
+            # A kernel covering the whole map is Flatten + Linear (how a NIR graph says it):
+            # computed as nn.Linear on the row-major flattening, like the network that wrote it.
+            y = F.linear(x.reshape(*lead, -1), w.reshape(w.shape[0], -1), b)
+            return _Value(y.reshape(*lead, w.shape[0], 1, 1), "map", v.timed, tuple(node.shape))
         y = F.conv2d(x.reshape(-1, *x.shape[-3:]).contiguous(), w, b, stride, padding, 1, groups)
         return _Value(y.reshape(*lead, *y.shape[1:]), "map", v.timed, tuple(node.shape))
 
@@ -204,11 +234,31 @@ class _Executor:
         return _Value(y, v.layout, v.timed, tuple(node.shape))
 
     def op_lif(self, node: Node, v: _Value) -> _Value:
+        where = _where(node)
         if not v.timed:
-            raise IRError(f"{_where(node)}: a LIF needs a per-time-step input (it comes after "
+            raise IRError(f"{where}: a LIF needs a per-time-step input (it comes after "
                           "token_time_mean)")
-        s = lif_multistep(v.data, float(node.attrs["tau"]), float(node.attrs["v_threshold"]))
+        tau, theta, r, rule = lif_attrs(node)
+        if r == 1.0 and rule == ">=":  # the paper's LIF: the model's own kernel
+            s = lif_multistep(v.data, tau, theta)
+        else:
+            s = self._lif_general(v.data, tau, theta, r, rule)
         return _Value(s, v.layout, True, tuple(node.shape))
+
+    def _lif_general(self, x: torch.Tensor, tau: float, theta: float, r: float,
+                     rule: str) -> torch.Tensor:
+        """The generalised LIF (see the module docstring), one step at a time."""
+        decay = torch.tensor(1.0 - 1.0 / tau, dtype=self.dtype)
+        gain = torch.tensor(r / tau, dtype=self.dtype)
+        fire = torch.gt if rule == ">" else torch.ge
+        v = torch.zeros_like(x[0])
+        spikes = torch.empty_like(x)
+        for t in range(x.shape[0]):
+            h = v + (x[t] - v) / tau if r == 1.0 else decay * v + gain * x[t]
+            s = fire(h, theta).to(x.dtype)
+            spikes[t] = s
+            v = h * (1.0 - s)
+        return spikes
 
     def _pool(self, node: Node, v: _Value, fn) -> _Value:
         where = _where(node)

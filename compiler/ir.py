@@ -23,7 +23,9 @@ OP_SCHEMA: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     "input": ((), ("encoding",)),                      # encoding: "analog" | "spikes"
     "conv2d": (("weight",), ("stride", "padding", "groups")),   # optional param "bias"
     "batchnorm": (("gamma", "beta", "mean", "var"), ("eps",)),
-    "lif": ((), ("tau", "v_threshold")),               # paper LIF: fire on H >= V_th, reset to 0
+    # LIF, hard reset to 0: H = V + (r X - V)/tau, fire on H >= V_th (paper) or H > V_th.
+    # Optional attrs "r" (input gain, default 1) and "spike_if" (">=" default, or ">").
+    "lif": ((), ("tau", "v_threshold")),
     "maxpool2d": ((), ("kernel", "stride", "padding")),
     "sumpool2d": ((), ("kernel", "stride", "padding")),
     "threshold": ((), ("threshold",)),                 # spike where input >= threshold

@@ -16,6 +16,12 @@ so S is chosen as ``(64 vth + 1) / V_th`` for the largest integer vth that keeps
 
 Both the quantization-aware trainer (torch) and the compiler's quantize pass (numpy) call
 ``layer_grid`` so they agree on the grid exactly.
+
+The generalised LIF of foreign NIR graphs (``H = V + (r X - V)/tau``, fire on ``>=`` or
+``>``) uses the same grid with W, b multiplied by r, ``dv = round(4096/tau)`` (``lif_decay``)
+and, for the strict rule, ``vth = S * V_th / 64`` (Loihi's own ``v > vth << 6``). A decay
+slower than tau = 2 lets |v| grow to (64 A + B) * 4096/dv, so the state limit shrinks to
+``2048 * dv`` there (``state_limit``); at tau <= 2 it is the 2^22 above.
 """
 from __future__ import annotations
 
@@ -49,20 +55,56 @@ class LayerGrid:
         return tau / self.scale
 
 
-def scale_for_vth(vth: int, v_threshold: float) -> float:
+SPIKE_RULES = (">=", ">")
+
+
+def scale_for_vth(vth: int, v_threshold: float, spike_if: str = ">=") -> float:
+    """S for a threshold mantissa: ``H >= V_th`` is ``v > 64 vth`` when S V_th = 64 vth + 1
+    (integers v); ``H > V_th`` is ``v > 64 vth`` when S V_th = 64 vth."""
+    if spike_if == ">":
+        return 64 * vth / v_threshold
     return (64 * vth + 1) / v_threshold
+
+
+def lif_decay(name: str, tau: float):
+    """Loihi's voltage decay for a LIF time constant: (dv, exact, realised tau 4096/dv).
+
+    dv = round(4096 / tau). A rounded dv of 0 (no leak: an IF neuron) or 4096 (no memory;
+    not a 12-bit value) would change the neuron's kind, so both are refused.
+    """
+    if not (math.isfinite(tau) and tau > 1):
+        raise GridError(f"layer '{name}': tau {tau} out of range (Loihi needs a finite tau > 1 "
+                        "time step)")
+    exact = DECAY_UNITY / tau
+    dv = int(round(exact))
+    if dv <= 0 or dv >= DECAY_UNITY:
+        raise GridError(f"layer '{name}': tau {tau:.6g} rounds to Loihi decay dv = {dv} "
+                        f"(4096/tau = {exact:.6g}), which would make it "
+                        f"{'an IF neuron without leak' if dv <= 0 else 'a neuron without memory'}"
+                        "; Loihi's LIF needs 1 <= dv <= 4095 (0.5 <= 4096/tau < 4095.5)")
+    return dv, float(exact).is_integer(), DECAY_UNITY / dv
+
+
+def state_limit(dv: int) -> int:
+    """Bound on 64 A + B that keeps |v| < 2^23 for decay dv: |v| < (64 A + B) 4096 / dv."""
+    return min(STATE_LIMIT, 2048 * int(dv))
 
 
 def layer_grid(name: str, *, w_abs_max: float, w_row_abs_sum_max: float, b_abs_max: float,
                fan_in: int, x_max: float, tau: float, v_threshold: float,
-               input_levels: float = 1.0) -> LayerGrid:
+               input_levels: float = 1.0, spike_if: str = ">=",
+               limit: int = STATE_LIMIT) -> LayerGrid:
     """The largest valid grid for a layer with these float (folded) weight statistics.
 
     ``w_*`` are of the float weights W acting on the float input; the layer's integer input
     is ``k * x`` with k = ``input_levels`` and its largest magnitude is ``x_max`` (integers).
+    ``spike_if``: the float neuron's rule; ``limit``: the bound on 64 A + B
+    (``state_limit(dv)``; the default is right for tau <= 2).
     """
     if not (tau > 1 and v_threshold > 0):
         raise GridError(f"layer '{name}': tau {tau} / V_th {v_threshold} out of range")
+    if spike_if not in SPIKE_RULES:
+        raise GridError(f"layer '{name}': spike rule {spike_if!r} is not one of {SPIKE_RULES}")
     k = float(input_levels)
     limits = {"weights": math.inf, "bias": math.inf, "state": math.inf}
     if w_abs_max > 0:
@@ -73,18 +115,19 @@ def layer_grid(name: str, *, w_abs_max: float, w_row_abs_sum_max: float, b_abs_m
     slack = 32.0 * fan_in * x_max + 64.0
     per_scale = (x_max * w_row_abs_sum_max / k + b_abs_max) / tau
     if per_scale > 0:
-        limits["state"] = (STATE_LIMIT - 1 - slack) / per_scale
+        limits["state"] = (limit - 1 - slack) / per_scale
     reason = min(limits, key=limits.get)
     s_max = limits[reason]
     if not math.isfinite(s_max):  # an all-zero layer: any grid is exact
         s_max, reason = WEIGHT_MANT_MAX * 64 * tau, "weights"
-    vth = min(math.floor((s_max * v_threshold - 1) / 64), VTH_MAX)
+    strict = spike_if == ">"
+    vth = min(math.floor((s_max * v_threshold - (0 if strict else 1)) / 64), VTH_MAX)
     if vth < 1:
         raise GridError(f"layer '{name}': at the largest safe scale {s_max:.4g} (limited by "
                         f"{reason}) the threshold V_th={v_threshold} maps below one step; the "
                         "layer's weights/bias are too large relative to its threshold for "
                         "Loihi's 24-bit state")
-    return LayerGrid(scale_for_vth(vth, v_threshold), vth, reason)
+    return LayerGrid(scale_for_vth(vth, v_threshold, spike_if), vth, reason)
 
 
 def bias_exponent(bias_int_abs: float) -> int:

@@ -205,3 +205,71 @@ def test_shape_mismatch_names_the_node():
                 *_tail("c", 2)])
     with pytest.raises(IRError, match="'c'.*shape"):
         run_float(g, torch.zeros(1, 1, 4, 4))
+
+
+# -- the generalised LIF (optional r, spike_if: foreign NIR graphs) --------------------------------
+
+def _lif_graph(t, **attrs):
+    return _graph([Node("input", "input", [], (3, 1, 1), attrs={"encoding": "analog"}),
+                   Node("n", "lif", ["input"], (3, 1, 1), attrs={"v_threshold": 1.0, **attrs}),
+                   *_tail("n", 3, k=3)], t=t)
+
+
+def test_lif_with_default_attrs_spelled_out_is_the_paper_lif_bit_for_bit():
+    x = torch.randn(64, 3, 1, 1, generator=torch.Generator().manual_seed(3)) * 2
+    plain = run_float(_lif_graph(6, tau=2.0), x, record=["n"]).outputs["n"]
+    spelled = run_float(_lif_graph(6, tau=2.0, r=1.0, spike_if=">="), x, record=["n"]).outputs["n"]
+    assert torch.equal(plain, spelled)
+    assert torch.equal(plain, lif_multistep(x.unsqueeze(0).expand(6, *x.shape)))
+    assert 0.05 < float(plain.mean()) < 0.9
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lif_with_gain_is_decay_times_v_plus_gain_times_x(dtype):
+    """r != 1: H = (1 - 1/tau) V + (r/tau) X with both factors rounded once to the dtype."""
+    tau, r, steps = 1 / (1 - 0.9), 1 / (1 - 0.9), 7
+    x = torch.rand(50, 3, 1, 1, generator=torch.Generator().manual_seed(4), dtype=dtype) * 0.4
+    got = run_float(_lif_graph(steps, tau=tau, r=r, spike_if=">"), x, record=["n"],
+                    dtype=dtype).outputs["n"]
+    decay, gain = torch.tensor(1 - 1 / tau, dtype=dtype), torch.tensor(r / tau, dtype=dtype)
+    assert float(gain) == 1.0
+    v, want = torch.zeros_like(x), []
+    for _ in range(steps):
+        h = decay * v + gain * x
+        s = (h > 1.0).to(dtype)
+        want.append(s)
+        v = h * (1 - s)
+    assert torch.equal(got, torch.stack(want)) and 0.05 < float(got.mean()) < 0.9
+
+
+def test_spike_rule_decides_a_tie():
+    """tau 2, r 1: X = 2 gives H = 1 = V_th exactly at the first step."""
+    x = torch.full((1, 3, 1, 1), 2.0)
+    ge = run_float(_lif_graph(1, tau=2.0, spike_if=">="), x, record=["n"]).outputs["n"]
+    gt = run_float(_lif_graph(1, tau=2.0, spike_if=">"), x, record=["n"]).outputs["n"]
+    assert ge.sum() == 3 and gt.sum() == 0
+
+
+@pytest.mark.parametrize("attrs, match", [(dict(tau=2.0, spike_if="=>"), "spike_if"),
+                                          (dict(tau=0.5), "tau 0.5"),
+                                          (dict(tau=2.0, r=float("nan")), "finite")])
+def test_bad_lif_attrs_name_the_node(attrs, match):
+    with pytest.raises(IRError, match=f"node 'n' \\(lif\\).*{match}"):
+        run_float(_lif_graph(2, **attrs), torch.zeros(1, 3, 1, 1))
+
+
+def test_full_map_kernel_runs_as_flatten_plus_linear():
+    """A conv whose kernel covers the whole map (NIR Flatten + Affine) equals nn.Linear on
+    the row-major flattening bit for bit."""
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(4, 2, 3, 3, generator=gen)
+    b = torch.randn(4, generator=gen)
+    g = _graph([Node("input", "input", [], (2, 3, 3), attrs={"encoding": "analog"}),
+                Node("fc", "conv2d", ["input"], (4, 1, 1), {"weight": w.numpy(), "bias": b.numpy()},
+                     {"stride": [1, 1], "padding": [0, 0], "groups": 1}),
+                Node("n", "lif", ["fc"], (4, 1, 1), attrs={"tau": 2.0, "v_threshold": 0.5}),
+                *_tail("n", 4)], t=2)
+    x = torch.randn(16, 2, 3, 3, generator=gen)
+    got = run_float(g, x, record=["fc"]).outputs["fc"]
+    want = torch.nn.functional.linear(x.flatten(1), w.flatten(1), b)
+    assert torch.equal(got[0].reshape(16, 4), want) and torch.equal(got[1], got[0])

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
 
+from compiler import fixed_point as fx
 from spikformer_neuro.loihi_grid import (BIAS_MANT_MAX, BIAS_MAX, STATE_LIMIT, VTH_MAX,
                                          WEIGHT_MANT_MAX, GridError, bias_exponent,
-                                         detect_input_levels, layer_grid, scale_for_vth)
+                                         detect_input_levels, layer_grid, lif_decay,
+                                         scale_for_vth, state_limit)
 
 HYP = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -267,3 +269,66 @@ def test_rounded_integers_respect_weight_bias_and_state_bounds(layer):
     assert 64 * a_max + b_max < STATE_LIMIT
     # and then |v| <= 2 (64 A + B) fits the 24-bit membrane without saturating
     assert 2 * (64 * a_max + b_max) < 2 ** 23
+
+
+# -- the generalised LIF of foreign NIR graphs (strict rule, any tau) ------------------------------
+
+@pytest.mark.parametrize("v_th", [1.0, 0.5, 0.25, 2.0])   # powers of two: S exact
+def test_strict_rule_scale_makes_gt_equal_to_loihi_gt(v_th):
+    """spike_if ">": S V_th = 64 vth exactly, so H > V_th <=> v = S H > 64 vth for every v."""
+    g = _grid(w_abs_max=0.9, tau=4.0, v_threshold=v_th, spike_if=">")
+    assert Fraction(g.scale) * Fraction(v_th) == 64 * g.vth
+    for v in range(64 * g.vth - 70, 64 * g.vth + 70):
+        assert (Fraction(v) / Fraction(g.scale) > Fraction(v_th)) == (v > (g.vth << 6))
+    s_max = WEIGHT_MANT_MAX * 64 * 4.0 / 0.9
+    assert g.vth == min(math.floor(s_max * v_th / 64), VTH_MAX) and g.scale <= s_max
+    assert scale_for_vth(g.vth, v_th, ">") == g.scale
+    assert scale_for_vth(g.vth, v_th) == (64 * g.vth + 1) / v_th   # the paper's rule unchanged
+
+
+@pytest.mark.parametrize("v_th", [0.3, 0.7, 3.0])
+def test_strict_rule_with_a_non_power_of_two_threshold(v_th):
+    g = _grid(w_abs_max=0.9, tau=4.0, v_threshold=v_th, spike_if=">")
+    assert g.scale == 64 * g.vth / v_th
+    assert abs(g.scale * v_th - 64 * g.vth) < 1e-6   # within far less than one unit of v
+
+
+def test_unknown_spike_rule_is_refused():
+    with pytest.raises(GridError, match="layer 'layer.x'.*spike rule '=>'"):
+        _grid(w_abs_max=0.5, spike_if="=>")
+
+
+@pytest.mark.parametrize("tau, dv, exact", [(2.0, 2048, True), (4.0, 1024, True),
+                                            (4096 / 256, 256, True), (3.0, 1365, False),
+                                            (1.5, 2731, False), (8000.0, 1, False)])
+def test_lif_decay_rounds_and_says_when(tau, dv, exact):
+    got = lif_decay("layer.x", tau)
+    assert got == (dv, exact, 4096 / dv)
+
+
+@pytest.mark.parametrize("tau, kind", [(10000.0, "IF neuron"), (1.0001, "without memory"),
+                                       (1.0, "out of range"), (math.inf, "out of range")])
+def test_lif_decay_refuses_a_change_of_neuron_kind(tau, kind):
+    with pytest.raises(GridError, match=f"layer 'layer.x'.*{kind}"):
+        lif_decay("layer.x", tau)
+
+
+def test_state_limit_keeps_slow_decays_inside_24_bits():
+    """|v| < (64 A + B) 4096/dv: the limit is 2^22 at dv >= 2048 and 2048 dv below; driven
+    with the largest allowed input for many steps, v never saturates."""
+    assert state_limit(2048) == state_limit(4095) == STATE_LIMIT
+    assert state_limit(256) == 2048 * 256
+    for dv in (1, 7, 256, 1365, 2048, 3000):
+        limit = state_limit(dv)
+        a_in = -((limit - 1) // 64)                      # 64 A < limit, no bias
+        params = fx.LifParams(du=4095, dv=dv, vth=VTH_MAX, bias_mant=0, bias_exp=0)
+        u = v = np.zeros(1, dtype=np.int64)
+        lowest = 0
+        for _ in range(40000 if dv < 8 else 4000):
+            u, v, _ = fx.lif_step(u, v, np.array([a_in]), params)
+            lowest = min(lowest, int(v[0]))
+        assert -lowest < (1 << 23) - 1, dv               # never reached the clip
+    g_fast = _grid(w_abs_max=0.01, w_row_abs_sum_max=50.0, x_max=1.0, tau=16.0)
+    g_slow = _grid(w_abs_max=0.01, w_row_abs_sum_max=50.0, x_max=1.0, tau=16.0,
+                   limit=state_limit(256))
+    assert g_fast.limited_by == g_slow.limited_by == "state" and g_slow.scale < g_fast.scale

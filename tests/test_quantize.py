@@ -7,6 +7,7 @@ import torch
 
 from compiler import fixed_point as fx
 from compiler.calibration import observed_synaptic_max
+from compiler.float_exec import run_float
 from compiler.frontend import model_to_ir
 from compiler.ir import Graph, IRError, Node
 from compiler.passes import fold_batchnorm, float_passes
@@ -476,3 +477,82 @@ def test_calibrated_scales_are_at_least_the_worst_case_scales(name):
     # and the calibrated graph runs: its LIF parameters are legal Loihi values
     res = run_reference(cal, x)
     assert res.logits.shape == (16, model.cfg.num_classes)
+
+
+# -- the generalised LIF (r, spike_if, any tau): foreign NIR graphs --------------------------------
+
+def _general_graph(weights, t=1, **lif_attrs):
+    """Binary input (n,1,1) -> 1x1 conv -> lif(**lif_attrs) -> readout."""
+    w = np.asarray(weights, dtype=np.float64).reshape(1, -1, 1, 1)
+    n = w.shape[1]
+    return _graph([Node("input", "input", [], (n, 1, 1), {}, {"encoding": "spikes"}),
+                   Node("c", "conv2d", ["input"], (1, 1, 1), {"weight": w},
+                        {"stride": [1, 1], "padding": [0, 0], "groups": 1}),
+                   Node("l", "lif", ["c"], (1, 1, 1), {}, {"v_threshold": 1.0, **lif_attrs}),
+                   *_tail("l", 1, 1)], t=t)
+
+
+def _all_binary_inputs(n):
+    bits = (np.arange(2 ** n)[:, None] >> np.arange(n)) & 1
+    return torch.from_numpy(bits.astype(np.float32)).reshape(-1, 1, n, 1, 1)
+
+
+def test_strict_rule_is_exact_on_ties():
+    """spike_if ">" maps to Loihi's own v > vth << 6 with S = 64 vth / V_th: with weights on
+    the grid (hint vth 16: S = 1024, weight step 1/16), sums that hit V_th exactly do NOT fire,
+    in float and in integers alike; every input pattern agrees."""
+    weights = [4 / 16, 12 / 16, 8 / 16, 16 / 16, -4 / 16]
+    g = _general_graph(weights, tau=4.0, r=4.0, spike_if=">")
+    g.meta["loihi_hints"] = {"vth": {"l": 16}}
+    q = quantize(g)
+    assert q["l"].attrs["spike_if"] == ">" and q["l"].attrs["r"] == 4.0
+    assert _layers(q)["l"]["scale"] == 1024.0
+    assert q["c"].params["weight"].ravel().tolist() == [4, 12, 8, 16, -4]
+    x = _all_binary_inputs(len(weights))
+    f = run_float(g, x, record=["l"], dtype=torch.float64).outputs["l"].numpy()
+    r = run_reference(q, x, record=["l"]).outputs["l"]
+    sums = x.reshape(-1, len(weights)).double() @ torch.tensor(weights, dtype=torch.float64)
+    ties = int((sums == 1.0).sum())
+    assert ties >= 3 and not f.reshape(-1)[(sums == 1.0).numpy()].any()
+    assert np.array_equal(f, r) and 0 < f.sum() < len(x)
+
+
+def test_gain_r_folds_into_the_integer_weights():
+    """r / tau = 2 on W is the same integer layer as r / tau = 1 on 2 W."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, 6)
+    a = quantize(_general_graph(w, tau=4.0, r=8.0, spike_if=">"))
+    b = quantize(_general_graph(2 * w, tau=4.0, r=4.0, spike_if=">"))
+    for node in ("c", "l"):
+        for key, arr in a[node].params.items():
+            assert np.array_equal(arr, b[node].params[key]), (node, key)
+    assert int(a["l"].params["dv"]) == 1024 and _layers(a)["l"]["decay_exact"] is True
+    with pytest.raises(IRError, match=r"layer 'l' \(lif\).*r = -1"):
+        quantize(_general_graph(w, tau=4.0, r=-1.0))
+
+
+def test_slow_decay_lowers_the_state_limit():
+    """tau 16 (dv 256): |v| can reach 16 (64 A + B), so the grid keeps 64 A + B < 2048 * 256."""
+    w = np.full(2000, 0.01)   # small weights, large fan-in: the state bound binds
+    fast = _layers(quantize(_general_graph(w, tau=2.0)))["l"]
+    slow = _layers(quantize(_general_graph(w, tau=16.0, r=8.0)))["l"]
+    assert fast["limited_by"] == slow["limited_by"] == "state"
+    assert slow["scale"] < fast["scale"]
+    assert "dv" not in slow and slow["decay_exact"] is True
+
+
+def test_paper_lif_layers_carry_no_new_keys(micro):
+    """Graphs without the optional attrs quantize exactly as before (artifacts unchanged)."""
+    _, _, q = micro
+    for name, info in _layers(q).items():
+        assert not {"r", "spike_if", "dv", "tau_loihi", "decay_error"} & set(info), name
+    for node in q.by_op("loihi_lif"):
+        assert not {"r", "spike_if"} & set(node.attrs), node.name
+
+
+def test_attention_lif_must_be_the_paper_lif(micro):
+    _, folded, _ = micro
+    g = folded.copy()
+    g["blocks.0.attn.attn_lif"].attrs["spike_if"] = ">"
+    with pytest.raises(IRError, match=r"layer 'blocks.0.attn.attn_lif' \(lif\).*paper"):
+        quantize(g)

@@ -14,6 +14,13 @@ The 24-bit state bound is provable by default (``overflow="worst-case"``: sum |w
 largest input value, from the value-range analysis below); ``overflow="calibrated"`` uses
 the largest |W.x| observed on calibration data times ``margin`` when that is smaller.
 
+The generalised LIF of imported NIR graphs (attrs ``r``, ``spike_if``; compiler/ir.py) uses
+the same grid: the gain r/tau folds into the integer weights and bias (W, b times r),
+dv = round(4096/tau) (a rounded decay is reported per layer as dv, tau_loihi and
+decay_error; a decay that rounds to 0 or 4096 is refused), a decay slower than tau = 2
+lowers the state bound (loihi_grid.state_limit), and spike_if ">" maps onto Loihi's own
+``v > vth << 6`` with S = 64 vth / V_th.
+
 Spiking self-attention: Q, K, V are binary, so Q.K^T.V is an integer count c. The scale
 s = 0.125 and the attention LIF's V_th = 0.5 fold into an integer gain g (the attention
 node sends g*c) and the attention LIF's vth: S = 64 * tau * g / s, vth = 2 g V_th / s - 1...
@@ -36,8 +43,9 @@ import numpy as np
 
 from spikformer_neuro.loihi_grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH_MAX,
                                          WEIGHT_MANT_MAX, GridError, LayerGrid, bias_exponent,
-                                         layer_grid, scale_for_vth)
+                                         layer_grid, lif_decay, scale_for_vth, state_limit)
 
+from ..float_exec import lif_attrs
 from ..ir import Graph, IRError, Node
 
 INPUT_BITS = 8                 # analog input: unsigned (or signed) 8-bit graded values
@@ -98,15 +106,16 @@ def _tokens(node: Node) -> int:
 
 # -- per-layer parameter mapping ---------------------------------------------------------------
 def _grid_for(conv: Node, lif: Node, w: np.ndarray, b: np.ndarray, x_max: float, levels: float,
-              observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int]) -> LayerGrid:
-    tau, v_th = float(lif.attrs["tau"]), float(lif.attrs["v_threshold"])
+              observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int],
+              limit: int) -> LayerGrid:
+    tau, v_th, _, rule = lif_attrs(lif)
     if hint is not None:
         # a hint is used as given, so it must be a threshold Loihi can hold (and >= 1, as
         # layer_grid guarantees): a negative one would silently flip every weight's sign
         integer = isinstance(hint, (int, np.integer)) and not isinstance(hint, bool)
         if not (integer and 1 <= hint <= VTH_MAX):
             raise _fail(lif, f"quantization hint vth {hint!r} is not an integer in 1..{VTH_MAX}")
-        return LayerGrid(scale_for_vth(int(hint), v_th), int(hint), "hint")
+        return LayerGrid(scale_for_vth(int(hint), v_th, rule), int(hint), "hint")
     rows = np.abs(w).reshape(w.shape[0], -1)
     row_sum = float(rows.sum(axis=1).max())
     if opts.overflow == "calibrated" and observed_wx is not None:
@@ -116,18 +125,32 @@ def _grid_for(conv: Node, lif: Node, w: np.ndarray, b: np.ndarray, x_max: float,
         return layer_grid(lif.name, w_abs_max=float(rows.max(initial=0.0)),
                           w_row_abs_sum_max=row_sum, b_abs_max=float(np.abs(b).max(initial=0.0)),
                           fan_in=rows.shape[1], x_max=x_max, tau=tau, v_threshold=v_th,
-                          input_levels=levels)
+                          input_levels=levels, spike_if=rule, limit=limit)
     except GridError as e:
         raise IRError(str(e)) from None
 
 
 def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
                         observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int]):
-    """Integer weights for ``conv`` and Loihi parameters for ``lif`` on the layer's grid."""
-    w = conv.params["weight"].astype(np.float64)
-    b = conv.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
-    tau = float(lif.attrs["tau"])
-    grid = _grid_for(conv, lif, w, b, x_max, levels, observed_wx, opts, hint)
+    """Integer weights for ``conv`` and Loihi parameters for ``lif`` on the layer's grid.
+
+    The generalised LIF's input gain r multiplies W and b (r X = r W x + r b); its decay is
+    dv = round(4096/tau), refused when that changes the neuron's kind, reported when rounded.
+    """
+    tau, _, r, rule = lif_attrs(lif)
+    if not r > 0:
+        raise _fail(lif, f"input gain r = {r} must be > 0 for Loihi (a sign flip belongs in "
+                         "the weights)")
+    try:
+        dv, decay_exact, tau_loihi = lif_decay(lif.name, tau)
+    except GridError as e:
+        raise IRError(str(e)) from None
+    limit = state_limit(dv)
+    w = conv.params["weight"].astype(np.float64) * r
+    b = conv.params.get("bias", np.zeros(w.shape[0])).astype(np.float64) * r
+    if observed_wx is not None:
+        observed_wx = observed_wx * r
+    grid = _grid_for(conv, lif, w, b, x_max, levels, observed_wx, opts, hint, limit)
     w_int = np.round(w / grid.weight_step(tau, levels)).astype(np.int64)
     bias_v = np.round(b / grid.bias_step(tau))
     try:
@@ -154,20 +177,24 @@ def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
         raise _fail(conv, f"weight {float(np.abs(w).max()):.6g} maps to "
                           f"{int(np.abs(w_int).max())}, beyond the 8-bit mantissa (127) at "
                           f"scale {grid.scale:.6g} ({grid.limited_by})")
-    if 64 * worst_a + worst_b >= STATE_LIMIT:
+    if 64 * worst_a + worst_b >= limit:
         raise _fail(conv, f"{bound_kind} input {worst_a:.0f} and bias {worst_b:.0f} could overflow "
                           f"the 24-bit membrane at scale {grid.scale:.6g} ({grid.limited_by})")
-    dv = DECAY_UNITY / tau
+    info = {"scale": grid.scale, "vth": grid.vth, "limited_by": grid.limited_by,
+            "decay_exact": decay_exact,
+            "weight_error": _rel_err(w, w_int * grid.weight_step(tau, levels)),
+            "bias_error": _rel_err(b, (mant << exp) * grid.bias_step(tau))}
+    if not decay_exact:  # never silently: the realised time constant and decay factor
+        info.update(dv=dv, tau_loihi=tau_loihi,
+                    decay_error=abs((1.0 - dv / DECAY_UNITY) - (1.0 - 1.0 / tau)))
+    info.update({k: lif.attrs[k] for k in ("r", "spike_if") if k in lif.attrs})
     return w_int, {
         "du": np.array(DECAY_UNITY - 1, dtype=np.int64),
-        "dv": np.array(round(dv), dtype=np.int64),
+        "dv": np.array(dv, dtype=np.int64),
         "vth": np.array(grid.vth, dtype=np.int64),
         "bias_mant": mant.reshape(-1, 1, 1),
         "bias_exp": exp.reshape(-1, 1, 1),
-    }, {"scale": grid.scale, "vth": grid.vth, "limited_by": grid.limited_by,
-        "decay_exact": float(dv).is_integer(),
-        "weight_error": _rel_err(w, w_int * grid.weight_step(tau, levels)),
-        "bias_error": _rel_err(b, (mant << exp) * grid.bias_step(tau))}
+    }, info
 
 
 def _rel_err(ref: np.ndarray, approx: np.ndarray) -> float:
@@ -278,11 +305,14 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
                 raise _fail(node, "a LIF must be fed by one conv2d or one spiking_attention")
             emit(Node(node.name, "loihi_lif", node.inputs, node.shape, params,
                       {"tau": node.attrs["tau"], "v_threshold": node.attrs["v_threshold"],
-                       "scale": layers[node.name]["scale"]}))
+                       "scale": layers[node.name]["scale"],
+                       **{k: node.attrs[k] for k in ("r", "spike_if") if k in node.attrs}}))
         elif node.op == "spiking_attention":
             lifs = graph.consumers(node.name)
             if len(lifs) != 1 or lifs[0].op != "lif":
                 raise _fail(node, "spiking attention must feed exactly one LIF")
+            if lif_attrs(lifs[0])[2:] != (1.0, ">="):
+                raise _fail(lifs[0], "the attention LIF must be the paper's (r = 1, fire on >=)")
             for role, src in zip(("q", "k", "v"), node.inputs):
                 if out[src].op != "loihi_lif":
                     raise _fail(node, f"input {role} ('{src}') must be binary LIF spikes")
