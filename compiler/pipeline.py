@@ -1,41 +1,102 @@
-"""The compile pipeline: checkpoint -> float IR -> passes -> quantized IR, and its fidelity.
+"""The compile pipeline: source -> float IR -> passes -> quantized IR, and its fidelity.
 
-Each stage is a function of the previous one's output; the CLI (compiler/cli.py) strings
-them together and writes the artifact and report.
+A source is a spikeform-train checkpoint or a ``.nir`` file (:func:`load_source`); both yield
+a float graph plus what the rest needs (data set, image size, time steps), so everything
+after the source is shared. Each stage is a function of the previous one's output; the CLI
+(compiler/cli.py) strings them together and writes the artifact and report.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Optional
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Optional, Union
 
 import numpy as np
 import torch
 
-from spikformer_neuro.checkpoint import Checkpoint
+from spikformer_neuro.checkpoint import Checkpoint, load_checkpoint
 
 from .calibration import detect_input_grid, observed_synaptic_max
 from .float_exec import run_float
 from .frontend import checkpoint_to_ir
-from .ir import Graph
+from .ir import Graph, IRError
 from .passes import float_passes
 from .passes.quantize import QuantizeOptions, quantize
 from .reference import run_reference
+from .reports.energy import EnergyMeter
 
 
 @dataclass
 class Compiled:
-    float_graph: Graph        # as the frontend built it (mirrors the PyTorch model)
+    float_graph: Graph        # as the source gave it (a checkpoint's mirrors the PyTorch model)
     quantized: Graph          # Loihi fixed point: what the reference and Lava run
     seconds: float
 
 
-def compile_checkpoint(ckpt: Checkpoint, calibration_x: Optional[torch.Tensor],
-                       overflow: str = "worst-case", margin: float = 2.0) -> Compiled:
-    """Float IR, float passes, calibration (input grid; observed maxima if calibrated), quantize."""
+@dataclass
+class Source:
+    """What a checkpoint or a NIR file provides to the shared pipeline."""
+
+    path: Path
+    kind: str                 # "checkpoint" or "nir"
+    graph: Graph              # float IR (a checkpoint's before float_passes, a NIR file's as read)
+    dataset: Optional[str]    # data set name (None: a foreign NIR file without --dataset)
+    img_size: int             # side of the input images (the input node's H)
+    time_steps: int
+    model: str                # a name for reports
+
+    @property
+    def hints(self) -> Optional[dict]:
+        """The QAT grid of a fine-tuned checkpoint (kept in the graph meta by NIR export)."""
+        return self.graph.meta.get("loihi_hints")
+
+
+def load_source(path: Union[str, Path], *, nir_convention: Optional[str] = None,
+                nir_dt: Optional[float] = None, time_steps: Optional[int] = None,
+                dataset: Optional[str] = None) -> Source:
+    """A checkpoint or a ``.nir`` file (by name or HDF5 signature) -> :class:`Source`.
+
+    The keyword arguments are for NIR files from other toolchains (compiler.nir.read_nir_file).
+    """
+    from .nir import is_nir_file, read_nir_file  # NIR/h5py only when needed
+
+    path = Path(path)
+    if is_nir_file(path):
+        graph = read_nir_file(path, convention=nir_convention, dt=nir_dt,
+                              time_steps=time_steps, dataset=dataset)
+        kind = "nir"
+        model = str(graph.meta.get("model") or path.stem)
+    else:
+        ckpt = load_checkpoint(path)
+        graph = checkpoint_to_ir(ckpt)
+        kind, model = "checkpoint", ckpt.config.name
+    inp = graph.input_node
+    if len(inp.shape) != 3:
+        raise IRError(f"{path}: input node '{inp.name}' has shape {list(inp.shape)}; the "
+                      "pipeline feeds [C, H, W] images or event frames")
+    steps = graph.meta.get("time_steps")
+    if not isinstance(steps, int) or steps < 1:
+        raise IRError(f"{path}: the graph does not say how many time steps it runs "
+                      f"(meta time_steps = {steps!r})")
+    return Source(path, kind, graph, graph.meta.get("dataset") or dataset, int(inp.shape[1]),
+                  steps, model)
+
+
+def prepare_float(graph: Graph) -> Graph:
+    """``float_passes`` unless the graph has been through them (a spikeform NIR file has:
+    running them twice would record them twice in the meta, and change the artifact)."""
+    done = graph.meta.get("passes", [])
+    if "fold_batchnorm" in done and "maxpool_to_sumpool" in done:
+        return graph.validate()
+    return float_passes(graph)
+
+
+def compile_graph(graph: Graph, calibration_x: Optional[torch.Tensor],
+                  overflow: str = "worst-case", margin: float = 2.0) -> Compiled:
+    """Float passes, calibration (input grid; observed maxima if calibrated), quantize."""
     start = time.perf_counter()
-    float_graph = checkpoint_to_ir(ckpt)
-    folded = float_passes(float_graph)
+    folded = prepare_float(graph)
     levels, observed = None, None
     if calibration_x is not None and len(calibration_x):
         levels = detect_input_grid(folded, calibration_x)
@@ -45,7 +106,16 @@ def compile_checkpoint(ckpt: Checkpoint, calibration_x: Optional[torch.Tensor],
         levels = None  # QAT fixed the input encoding; quantize takes it from the hints
     q = quantize(folded, observed, QuantizeOptions(overflow=overflow, margin=margin,
                                                    input_levels=levels))
-    return Compiled(float_graph, q, time.perf_counter() - start)
+    return Compiled(graph, q, time.perf_counter() - start)
+
+
+def compile_checkpoint(ckpt: Checkpoint, calibration_x: Optional[torch.Tensor],
+                       overflow: str = "worst-case", margin: float = 2.0) -> Compiled:
+    """:func:`compile_graph` of the checkpoint's float IR."""
+    start = time.perf_counter()
+    compiled = compile_graph(checkpoint_to_ir(ckpt), calibration_x, overflow, margin)
+    compiled.seconds = time.perf_counter() - start
+    return compiled
 
 
 @dataclass
@@ -62,6 +132,7 @@ class Fidelity:
     spikes_reference: Dict[str, int] = field(default_factory=dict)
     seconds_float: float = 0.0
     seconds_reference: float = 0.0
+    energy: Optional[EnergyMeter] = None  # the paper's energy estimate, from reference spikes
 
     def add(self, labels: np.ndarray, float_out, ref_out, lif_names: Iterable[str]) -> None:
         fp = float_out.logits.argmax(1).cpu().numpy()
@@ -89,14 +160,17 @@ def measure_fidelity(compiled: Compiled, batches: Iterable, progress: Callable =
                      ) -> Fidelity:
     """Run the float graph and the reference executor on (x, labels) batches and compare."""
     lif_names = [n.name for n in compiled.quantized.by_op("loihi_lif")]
-    fid = Fidelity()
+    meter = EnergyMeter(compiled.quantized)
+    fid = Fidelity(energy=meter)
+    record = sorted(set(lif_names) | set(meter.record_names))
     for x, y in progress(batches):
         t0 = time.perf_counter()
         f = run_float(compiled.float_graph, x, record=lif_names)
         t1 = time.perf_counter()
-        r = run_reference(compiled.quantized, x, record=lif_names)
+        r = run_reference(compiled.quantized, x, record=record)
         t2 = time.perf_counter()
         fid.seconds_float += t1 - t0
         fid.seconds_reference += t2 - t1
         fid.add(np.asarray(y), f, r, lif_names)
+        meter.add(r.outputs)
     return fid

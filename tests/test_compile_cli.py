@@ -78,6 +78,11 @@ def test_exit_code_artifact_and_report(two_runs):
     assert report["mismatches"] == {"spikes": None, "predictions": None, "logits": None}
     timing = report["timing_s"]
     assert timing["compile"] > 0 and timing["run"] > 0
+    energy = report["energy"]  # the paper's method on the reference spikes (docs/reports.md)
+    assert energy["e_mac_pJ"] == 4.6 and energy["e_sop_pJ"] == 0.9
+    assert energy["energy_mJ"] == pytest.approx(
+        (4.6 * energy["flops_first_conv"] + 0.9 * energy["sops"]) * 1e-9, rel=1e-12)
+    assert energy["sops"] > 0 and energy["first_conv"] == "sps.stages.0.conv"
     # the artifact loads back and is the quantized graph
     g = load_graph(art)
     assert g.meta["stage"] == "quantized" and g.by_op("loihi_lif")
@@ -282,6 +287,18 @@ def test_lava_target_verifies_every_spike_and_logit(tmp_path, capsys):
     assert report["lava"]["spikes_compared"] > 0
     assert 0.0 <= report["accuracy"]["lava"] <= 1.0
     assert report["accuracy"]["lava"] == report["accuracy"]["reference"]
+
+
+def test_float_lava_target_matches_the_float_executor(tmp_path, capsys):
+    """lava-sim-float: the float graph on Lava's floating-point models, attention included."""
+    proc = compile_main(tmp_path, capsys, "--target", "lava-sim-float", "--samples", "2")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "art" / "report.json").read_text())
+    assert report["lava"]["compared_with"] == "float_exec"
+    assert report["mismatches"]["spikes"] == 0 and report["mismatches"]["predictions"] == 0
+    assert report["lava"]["spikes_compared"] > 0
+    assert report["accuracy"]["lava"] == report["accuracy"]["float"]
+    assert "Lava vs float" in proc.stdout
 
 
 def test_lava_mismatch_exits_3_and_writes_no_artifact(tmp_path, capsys, monkeypatch):

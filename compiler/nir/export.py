@@ -1,0 +1,359 @@
+"""Float IR (after ``float_passes``) -> a stock ``nir.NIRGraph`` in the spikeform dialect.
+
+Node by node (docs/nir.md has the table and the conventions):
+
+- ``input`` -> ``Input`` (C, H, W); an analog input with ``mean``/``std`` adds a diagonal 1x1
+  ``Conv2d`` ``<input>.normalize`` (weight diag(1/std), bias -mean/std) that its readers read.
+- ``conv2d`` -> ``Conv2d``; ``affine`` -> ``Affine``.
+- ``lif`` -> ``LIF`` with dt = 1: tau and r as in the IR, v_leak = v_reset = 0, the firing rule
+  (``spike_if``) in metadata.
+- ``sumpool2d`` -> ``SumPool2d``; ``threshold`` -> ``Threshold`` at ``ceil(t) - 0.5`` when its
+  input is a sum-pool of binary spikes (then NIR's strict ``>`` is our ``>=`` exactly).
+- ``sum`` -> no node: each of its inputs gets an edge into each of its readers (NIR sums the
+  edges into a node); the sum's name, order and shape travel in graph metadata.
+- ``spiking_attention`` -> a nested ``NIRGraph`` (one Input, one Output: stock readers load it
+  but cannot execute it) tagged with the op, the q/k/v roles, ``num_heads`` and ``scale``.
+- ``token_time_mean`` -> ``AvgPool2d`` over the token grid (``<name>.token_mean``) + ``Flatten``;
+  the mean over time is stated in metadata (the head is linear, so averaging the per-step
+  outputs over time gives the same logits).
+- ``output`` -> ``Output``.
+
+``portable=True`` keeps only what stock consumers can execute: every node that is not
+downstream of a node without stock semantics (spiking attention); the kept nodes read by a
+left-out node become the fragment's outputs.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple, Union
+
+import numpy as np
+
+from ..ir import Graph, IRError, Node
+from . import dialect as d
+
+FLOAT_EXPORT_OPS = ("input", "conv2d", "lif", "sumpool2d", "threshold", "sum", "spiking_attention",
+                    "token_time_mean", "affine", "output")
+# ops whose stock NIR nodes compute what the IR computes (given the documented conventions)
+STOCK_OPS = frozenset(FLOAT_EXPORT_OPS) - {"spiking_attention"}
+BINARY_SOURCES = ("lif", "threshold")
+
+
+@dataclass
+class ExportInfo:
+    """What an export wrote: for the CLI summary and report."""
+
+    ir_nodes: int
+    nir_nodes: Dict[str, int]                     # NIR node type -> count (nested included)
+    edges: int
+    portable: bool
+    fragment: bool = False
+    outputs: List[str] = field(default_factory=list)
+    left_out: List[str] = field(default_factory=list)   # fragment: IR nodes not exported
+    blockers: List[str] = field(default_factory=list)   # fragment: why ("name (op)")
+
+    def as_dict(self) -> dict:
+        return {"ir_nodes": self.ir_nodes, "nir_nodes": dict(sorted(self.nir_nodes.items())),
+                "edges": self.edges, "portable": self.portable, "fragment": self.fragment,
+                "outputs": list(self.outputs), "left_out": list(self.left_out),
+                "blockers": list(self.blockers)}
+
+
+def _where(node: Node) -> str:
+    return f"node '{node.name}' ({node.op})"
+
+
+def _check_exportable(graph: Graph) -> None:
+    graph.validate()
+    for node in graph:
+        if node.op not in FLOAT_EXPORT_OPS:
+            hint = ("run compiler.passes.float_passes first (BN folding, max-pool rewrite)"
+                    if node.op in ("batchnorm", "maxpool2d") else
+                    "NIR export takes the float IR, not the quantized one")
+            raise IRError(f"{_where(node)}: cannot be exported to NIR; {hint}")
+        if "/" in node.name or not node.name:
+            raise IRError(f"{_where(node)}: NIR (HDF5) node names cannot be empty or contain '/'")
+        if node.op != "output" and not graph.consumers(node.name):
+            raise IRError(f"{_where(node)}: nothing reads it; NIR would give it an output of its "
+                          "own: remove dead nodes before exporting")
+
+
+def _is_integer_valued(graph: Graph, node: Node) -> bool:
+    """True when every value of ``node`` is an integer: a sum-pool of binary spikes."""
+    if node.op != "sumpool2d":
+        return False
+    srcs = [graph[i] for i in node.inputs]
+    return all(s.op in BINARY_SOURCES or (s.op == "input" and s.attrs["encoding"] == "spikes")
+               for s in srcs)
+
+
+class _Exporter:
+    def __init__(self, graph: Graph, keep: List[str]):
+        self.g = graph
+        self.keep = keep
+        self.kept: Set[str] = set(keep)
+        self.nodes: Dict[str, object] = {}
+        self.edges: List[Tuple[str, str]] = []
+
+    # -- names --------------------------------------------------------------------------------
+    def add(self, name: str, nir_node) -> None:
+        if name in self.nodes:
+            raise IRError(f"NIR node name '{name}' is used twice (an IR node is named like a "
+                          "helper node of another); rename it before exporting")
+        self.nodes[name] = nir_node
+
+    def sources(self, name: str) -> List[str]:
+        """The NIR nodes whose summed outputs are the IR node ``name``'s output."""
+        node = self.g[name]
+        if node.op == "sum":
+            return [s for i in node.inputs for s in self.sources(i)]
+        if node.op == "input" and self.normalized(node):
+            return [name + d.NORMALIZE_SUFFIX]
+        return [name]
+
+    @staticmethod
+    def normalized(node: Node) -> bool:
+        return node.attrs.get("encoding") == "analog" and ("mean" in node.attrs
+                                                           or "std" in node.attrs)
+
+    def connect(self, srcs: List[str], dst: str, where: str) -> None:
+        for s in srcs:
+            if (s, dst) in self.edges:
+                raise IRError(f"{where}: reads '{s}' more than once (directly or through a "
+                              "residual sum); NIR edges cannot repeat, so this graph cannot be "
+                              "exported")
+            self.edges.append((s, dst))
+
+    def connect_inputs(self, node: Node, dst: str) -> None:
+        self.connect([s for i in node.inputs for s in self.sources(i)], dst, _where(node))
+
+    # -- ops ----------------------------------------------------------------------------------
+    def meta(self, node: Node, **extra) -> dict:
+        md = d.node_metadata(node.name, node.op, node.inputs, node.shape, node.attrs, node.params)
+        md.update({k: str(v) for k, v in extra.items()})
+        return md
+
+    def input_shape(self, node: Node) -> Tuple[int, ...]:
+        return tuple(self.g[node.inputs[0]].shape)
+
+    def op_input(self, node: Node) -> None:
+        import nir
+        shape = np.array(node.shape, dtype=np.int64)
+        self.add(node.name, nir.Input(input_type={"input": shape}, metadata=self.meta(node)))
+        if not self.normalized(node):
+            return
+        where = _where(node)
+        c = node.shape[0]
+        mean = np.asarray(node.attrs.get("mean", [0.0] * c), dtype=np.float64).reshape(-1)
+        std = np.asarray(node.attrs.get("std", [1.0] * c), dtype=np.float64).reshape(-1)
+        if mean.shape != (c,) or std.shape != (c,):
+            raise IRError(f"{where}: mean/std need {c} values (one per channel)")
+        if not np.all(std != 0):
+            raise IRError(f"{where}: std must be non-zero")
+        name = node.name + d.NORMALIZE_SUFFIX
+        # a diagonal 1x1 conv rather than a depthwise one: NIR 1.0.8's type check takes
+        # weight.shape[1] as the input channels, ignoring groups
+        self.add(name, nir.Conv2d(
+            input_shape=tuple(node.shape[1:]), weight=np.diag(1.0 / std).reshape(c, c, 1, 1),
+            stride=np.array([1, 1]), padding=np.array([0, 0]), dilation=np.array([1, 1]),
+            groups=1, bias=-mean / std,
+            metadata={d.KEY_ROLE: "input_normalization", d.KEY_PART_OF: node.name,
+                      d.KEY_EXACT: "up to float rounding: (x - mean) / std as x / std - mean / std"}))
+        self.connect([node.name], name, where)
+
+    def op_conv2d(self, node: Node) -> None:
+        import nir
+        where = _where(node)
+        w = node.params["weight"]
+        if int(node.attrs["groups"]) != 1:
+            raise IRError(f"{where}: grouped convolution (groups={node.attrs['groups']}) cannot "
+                          "be exported: NIR 1.0.8's type check takes weight.shape[1] as the "
+                          "input channels, so stock nir.read would refuse the file")
+        bias = node.params.get("bias")
+        if bias is None:
+            bias = np.zeros(w.shape[0], dtype=w.dtype)
+        self.add(node.name, nir.Conv2d(
+            input_shape=self.input_shape(node)[1:], weight=w,
+            stride=np.array(d.pair(node.attrs["stride"], where, "stride")),
+            padding=np.array(d.pair(node.attrs["padding"], where, "padding")),
+            dilation=np.array([1, 1]), groups=int(node.attrs["groups"]), bias=bias,
+            metadata=self.meta(node)))
+        self.connect_inputs(node, node.name)
+
+    def op_affine(self, node: Node) -> None:
+        import nir
+        w = node.params["weight"]
+        bias = node.params.get("bias")
+        if bias is None:
+            bias = np.zeros(w.shape[0], dtype=w.dtype)
+        self.add(node.name, nir.Affine(weight=w, bias=bias, metadata=self.meta(node)))
+        self.connect_inputs(node, node.name)
+
+    def op_lif(self, node: Node) -> None:
+        import nir
+        shape = tuple(node.shape)
+
+        def full(value) -> np.ndarray:
+            return np.full(shape, float(value), dtype=np.float64)
+
+        rule = node.attrs.get("spike_if", ">=")
+        exact = "exact" if rule == ">" else "up to ties (v == v_threshold fires here, not in NIR)"
+        self.add(node.name, nir.LIF(
+            tau=full(node.attrs["tau"]), r=full(node.attrs.get("r", 1.0)), v_leak=full(0.0),
+            v_threshold=full(node.attrs["v_threshold"]), v_reset=full(0.0),
+            metadata=self.meta(node, **{d.KEY_SPIKE_IF: rule, d.KEY_EXACT: exact,
+                                        "spikeform.dt": d.DT})))
+        self.connect_inputs(node, node.name)
+
+    def op_sumpool2d(self, node: Node) -> None:
+        import nir
+        where = _where(node)
+        self.add(node.name, nir.SumPool2d(
+            kernel_size=np.array(d.pair(node.attrs["kernel"], where, "kernel")),
+            stride=np.array(d.pair(node.attrs["stride"], where, "stride")),
+            padding=np.array(d.pair(node.attrs["padding"], where, "padding")),
+            metadata=self.meta(node)))
+        self.connect_inputs(node, node.name)
+
+    def op_threshold(self, node: Node) -> None:
+        import nir
+        integer = len(node.inputs) == 1 and _is_integer_valued(self.g, self.g[node.inputs[0]])
+        stock, exact = d.stock_threshold(float(node.attrs["threshold"]), integer)
+        self.add(node.name, nir.Threshold(
+            threshold=np.full(tuple(node.shape), stock, dtype=np.float64),
+            metadata=self.meta(node, **{d.KEY_SPIKE_IF: ">=", d.KEY_EXACT: exact})))
+        self.connect_inputs(node, node.name)
+
+    def op_spiking_attention(self, node: Node) -> None:
+        import nir
+        shape = np.array(node.shape, dtype=np.int64)
+        roles = dict(zip(("q", "k", "v"), node.inputs))
+        inner = nir.NIRGraph(
+            nodes={"input": nir.Input(input_type={"input": shape}),
+                   "output": nir.Output(output_type={"output": shape})},
+            edges=[("input", "output")],
+            metadata={**self.meta(node), "spikeform.roles": d.dumps(roles, _where(node)),
+                      "spikeform.semantics":
+                          "per head h of num_heads channel groups, tokens = H*W row-major: "
+                          "out_h = (Q_h K_h^T) V_h * scale; inputs q, k, v are the nodes named "
+                          "in spikeform.roles. NIR has no primitive for it: the Input -> Output "
+                          "body is a placeholder that stock executors would run as q + k + v",
+                      d.KEY_EXACT: "not stock-executable"})
+        self.add(node.name, inner)
+        self.connect_inputs(node, node.name)
+
+    def op_token_time_mean(self, node: Node) -> None:
+        import nir
+        src = self.input_shape(node)
+        if len(src) != 3:
+            raise IRError(f"{_where(node)}: needs a [D, H, W] token grid, got {list(src)}")
+        pool = node.name + d.TOKEN_MEAN_SUFFIX
+        hw = np.array(src[1:], dtype=np.int64)
+        self.add(pool, nir.AvgPool2d(kernel_size=hw, stride=hw, padding=np.array([0, 0]),
+                                     metadata={d.KEY_ROLE: "token_mean", d.KEY_PART_OF: node.name}))
+        self.connect_inputs(node, pool)
+        self.add(node.name, nir.Flatten(
+            input_type={"input": np.array([src[0], 1, 1])}, start_dim=0, end_dim=-1,
+            metadata=self.meta(node, **{"spikeform.time_reduction":
+                                        "mean over all time steps of this node's output (the "
+                                        "head after it is linear: average the Output instead)"})))
+        self.connect([pool], node.name, _where(node))
+
+    def op_output(self, node: Node, name: Optional[str] = None) -> None:
+        import nir
+        name = name or node.name
+        self.add(name, nir.Output(output_type={"output": np.array(node.shape, dtype=np.int64)},
+                                  metadata=self.meta(node)))
+        self.connect_inputs(node, name)
+
+    # -- driver -------------------------------------------------------------------------------
+    def build(self, frontier: List[str]) -> None:
+        for name in self.keep:
+            node = self.g[name]
+            if node.op != "sum":
+                getattr(self, f"op_{node.op}")(node)
+        for name in frontier:  # fragment outputs: what left-out nodes would have read
+            node = self.g[name]
+            out = Node(name, "output", [name], node.shape)
+            self.op_output(out, name + d.PORTABLE_OUTPUT_SUFFIX)
+
+
+def _downstream(graph: Graph, roots: Set[str]) -> Set[str]:
+    out = set(roots)
+    for node in graph:  # topological order
+        if any(i in out for i in node.inputs):
+            out.add(node.name)
+    return out
+
+
+def _count_types(nodes: Dict[str, object]) -> Dict[str, int]:
+    import nir
+    counts: Dict[str, int] = {}
+    for n in nodes.values():
+        counts[type(n).__name__] = counts.get(type(n).__name__, 0) + 1
+        if isinstance(n, nir.NIRGraph):
+            for k, v in _count_types(n.nodes).items():
+                counts[k] = counts.get(k, 0) + v
+    return counts
+
+
+def graph_to_nir(graph: Graph, *, portable: bool = False):
+    """(nir.NIRGraph, ExportInfo) for a float graph after ``float_passes``."""
+    import nir
+    _check_exportable(graph)
+    blockers = [n for n in graph if n.op not in STOCK_OPS] if portable else []
+    left_out = _downstream(graph, {n.name for n in blockers})
+    keep = [n.name for n in graph if n.name not in left_out]
+    frontier = [n for n in keep if any(c.name in left_out for c in graph.consumers(n))]
+    where_blocked = [f"{n.name} ({n.op})" for n in blockers]
+    if blockers and not any(graph[n].op not in ("input", "sum") for n in keep):
+        raise IRError(f"--nir-portable: nothing stock consumers can execute precedes the "
+                      f"node(s) without a stock NIR equivalent: {', '.join(where_blocked)}")
+    ex = _Exporter(graph, keep)
+    ex.build(frontier)
+    sums = {n: {"inputs": list(graph[n].inputs), "shape": list(graph[n].shape)}
+            for n in keep if graph[n].op == "sum"}
+    metadata = {d.KEY_FORMAT: d.FORMAT, d.KEY_VERSION: d.VERSION,
+                d.KEY_META: d.dumps(graph.meta, "graph meta"),
+                d.KEY_ORDER: d.dumps(keep, "node order"),
+                d.KEY_SUMS: d.dumps(sums, "residual sums"),
+                d.KEY_CONVENTION: d.CONVENTION,
+                d.KEY_FRAGMENT: "true" if blockers else "false"}
+    if blockers:
+        metadata[d.KEY_CUT] = d.dumps({"blockers": where_blocked,
+                                       "left_out": [n.name for n in graph if n.name in left_out],
+                                       "outputs": frontier}, "cut")
+    try:
+        nir_graph = nir.NIRGraph(nodes=ex.nodes, edges=ex.edges, metadata=metadata)
+    except (ValueError, AssertionError) as e:  # NIR's type check: a shape the IR got wrong
+        raise IRError(f"NIR rejects the exported graph: {e}") from None
+    info = ExportInfo(ir_nodes=len(keep), nir_nodes=_count_types(nir_graph.nodes),
+                      edges=len(ex.edges), portable=portable, fragment=bool(blockers),
+                      outputs=[n + d.PORTABLE_OUTPUT_SUFFIX for n in frontier] or
+                      [graph.output_node.name],
+                      left_out=[n.name for n in graph if n.name in left_out],
+                      blockers=where_blocked)
+    return nir_graph, info
+
+
+def write_nir_file(graph: Graph, path: Union[str, Path], *, portable: bool = False) -> ExportInfo:
+    """Export ``graph`` (float IR after float_passes) to ``path`` atomically (temp + rename)."""
+    import nir
+    path = Path(path)
+    nir_graph, info = graph_to_nir(graph, portable=portable)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        nir.write(tmp, nir_graph)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return info
