@@ -92,10 +92,10 @@ def load_inputs(graph: Graph, args, count: Optional[int]):
         dataset = graph.meta.get("dataset")
         if not dataset:
             raise RunError("the artifact names no data set; pass --input images.npy")
-        cfg = graph.meta["config"]
-        try:
-            ds, _ = load_dataset(dataset, "test", args.data_dir, img_size=cfg["img_size"],
-                                 time_steps=cfg["time_steps"])
+        try:  # from the graph itself: artifacts compiled from NIR files carry no model config
+            ds, _ = load_dataset(dataset, "test", args.data_dir,
+                                 img_size=int(graph.input_node.shape[1]),
+                                 time_steps=int(graph.meta["time_steps"]))
         except DatasetError as e:
             raise RunError(str(e)) from None
         total = min(DEFAULT_SAMPLES if count is None else count, len(ds))

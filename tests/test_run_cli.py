@@ -83,3 +83,20 @@ def test_bad_inputs_exit_2(artifact, tmp_path, capsys):
     assert "does not fit this network" in capsys.readouterr().err
     assert run_main([str(tmp_path / "missing")]) == 2
     assert "missing graph.json" in capsys.readouterr().err
+
+
+def test_artifact_compiled_from_a_foreign_nir_file_runs_on_its_data_set(tmp_path):
+    """An snntorch graph's artifact has no model config: spikeform-run takes the image size
+    and time steps from the graph itself, and Lava equals the reference executor."""
+    nir_file = Path(__file__).parent / "fixtures" / "nir" / "snntorch_digits_mlp.nir"
+    art = tmp_path / "mlp.compiled"
+    assert compile_main([str(nir_file), "--target", "reference", "--no-verify", "--nir-convention",
+                         "snntorch", "--time-steps", "8", "--dataset", "digits", "-o", str(art),
+                         "-q"]) == 0
+    graph = load_graph(art)
+    assert "config" not in graph.meta
+    out = tmp_path / "r.json"
+    assert run_main([str(art), "--samples", "12", "--out", str(out), "-q"]) == 0
+    x, y = _test_images(12)
+    result = json.loads(out.read_text())
+    assert result["predictions"] == run_reference(graph, x).predictions.tolist()

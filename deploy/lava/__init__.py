@@ -7,13 +7,20 @@ to ``compiler.reference.run_reference``.
     res = run(net, encode_input(quantized_graph, images), probes=net.probe_names())
     res.logits, res.predictions, res.outputs["blocks.0.attn.q.lif"]   # [T, B, C, H, W]
 
+Float graphs (after ``compiler.passes.float_passes``) run with Lava's
+floating-point models on target ``lava-sim-float``::
+
+    from deploy.lava import encode_float_input, lower_float, run
+    res = run(lower_float(float_graph), encode_float_input(float_graph, images))
+
 See docs/lava-backend.md.
 """
+from deploy.lava.float_lowering import encode_float_input, lower_float
 from deploy.lava.lowering import LavaNetwork, LoweringError, Stage, lower
 from deploy.lava.runner import LavaResult, run
-from deploy.lava.targets import (DEFAULT_TARGET, TARGETS, LoihiUnavailableError,
-                                 loihi_extension_available, run_config)
+from deploy.lava.targets import (DEFAULT_TARGET, FLOAT_TARGET, FLOAT_TARGETS, TARGETS,
+                                 LoihiUnavailableError, loihi_extension_available, run_config)
 
-__all__ = ["DEFAULT_TARGET", "LavaNetwork", "LavaResult", "LoihiUnavailableError",
-           "LoweringError", "Stage", "TARGETS", "loihi_extension_available", "lower", "run",
-           "run_config"]
+__all__ = ["DEFAULT_TARGET", "FLOAT_TARGET", "FLOAT_TARGETS", "LavaNetwork", "LavaResult",
+           "LoihiUnavailableError", "LoweringError", "Stage", "TARGETS", "encode_float_input",
+           "loihi_extension_available", "lower", "lower_float", "run", "run_config"]

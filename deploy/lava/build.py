@@ -38,24 +38,32 @@ class BuiltNetwork:
 
 
 def stream_data(network: LavaNetwork, x_seq: np.ndarray, num_steps: int) -> np.ndarray:
-    """[T, B, C, H, W] integer input -> the source's ``(W, H, C, num_steps)`` buffer:
-    sample s's step t (1-based) at Lava step s*T + t, zeros after the stream."""
+    """[T, B, C, H, W] input -> the source's ``(W, H, C, num_steps)`` buffer: sample s's
+    step t (1-based) at Lava step s*T + t, zeros after the stream. Integers (int32) for a
+    fixed-point network, float64 for a floating-point one (``network.numeric``)."""
     x = np.asarray(x_seq)
     T = network.time_steps
     if x.ndim != 5 or x.shape[0] != T or tuple(x.shape[2:]) != tuple(network.input_shape):
         raise ValueError(f"input must be the encoded sequence [T={T}, B, "
                          f"{', '.join(map(str, network.input_shape))}]; got {list(x.shape)}")
-    if x.dtype.kind not in "iub":
-        if not np.array_equal(x, np.round(x)):
-            raise ValueError("input must hold integers (use compiler.reference.encode_input)")
-    x = x.astype(np.int64)
+    if network.numeric == "float":
+        x = x.astype(np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError("input holds NaN or infinite values")
+        dtype = np.float64
+    else:
+        if x.dtype.kind not in "iub":
+            if not np.array_equal(x, np.round(x)):
+                raise ValueError("input must hold integers (use compiler.reference.encode_input)")
+        x = x.astype(np.int64)
+        dtype = np.int32
     if network.input_encoding == "spikes" and ((x != 0) & (x != 1)).any():
         raise ValueError("event input must be binary")
-    if x.size and np.abs(x).max() >= 2 ** 23:
+    if dtype == np.int32 and x.size and np.abs(x).max() >= 2 ** 23:
         raise ValueError("graded input exceeds the 24-bit payload")
     b = x.shape[1]
     frames = x.transpose(1, 0, 2, 3, 4).reshape((b * T,) + x.shape[2:])   # [B*T, C, H, W]
-    data = np.zeros(tuple(frames.shape[1:][::-1]) + (num_steps,), dtype=np.int32)
+    data = np.zeros(tuple(frames.shape[1:][::-1]) + (num_steps,), dtype=dtype)
     data[..., :b * T] = frames.transpose(3, 2, 1, 0)
     return data
 
@@ -98,14 +106,16 @@ def build(network: LavaNetwork, x_seq: np.ndarray, probes: Iterable[str] = ()) -
 
 
 def realign(network: LavaNetwork, node: str, recorded: np.ndarray, num_samples: int) -> np.ndarray:
-    """A tap's per-Lava-step record ``[steps, W, H, C]`` -> algorithmic ``[T, B, C, H, W]``."""
+    """A tap's per-Lava-step record ``[steps, W, H, C]`` -> algorithmic ``[T, B, C, H, W]``
+    (int64 for a fixed-point network, float64 for a floating-point one)."""
     T, lag = network.time_steps, network.lags[node]
     rec = recorded[lag:lag + num_samples * T]
     if rec.shape[0] != num_samples * T:
         raise ValueError(f"tap '{node}' recorded {recorded.shape[0]} steps; need "
                          f"{lag + num_samples * T}")
     rec = rec.reshape((num_samples, T) + rec.shape[1:])
-    return np.ascontiguousarray(rec.transpose(1, 0, 4, 3, 2)).astype(np.int64)
+    dtype = np.float64 if network.numeric == "float" else np.int64
+    return np.ascontiguousarray(rec.transpose(1, 0, 4, 3, 2)).astype(dtype)
 
 
 def stream_steps(network: LavaNetwork, num_samples: int) -> Tuple[int, int]:

@@ -22,13 +22,16 @@ Process mapping (one Lava process per stage)::
 
 Any other input whose lag is short of its consumer's goes through a
 ``DelayedSum`` delay line (one per (source, delay), shared by consumers).
+
+:class:`StagePlan` (stages, lags, delay lines, joins) is shared with the
+floating-point lowering of float graphs, :mod:`deploy.lava.float_lowering`.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -90,6 +93,7 @@ class LavaNetwork:
     providers: Dict[str, str]              # node -> stage whose output is the node's
     readout: str                           # stage name of the readout
     meta: Dict[str, Any] = field(default_factory=dict)
+    numeric: str = "fixed"                 # "fixed" (integer models) | "float" (floating_pt)
 
     @property
     def max_lag(self) -> int:
@@ -140,16 +144,18 @@ def ungroup(weight: np.ndarray, groups: int) -> np.ndarray:
     return full
 
 
-def _conv_params(node: Node, in_shape, weight: np.ndarray, stride, padding, groups: int,
-                 message_bits: int, dilation=(1, 1)) -> Dict[str, Any]:
+def conv_params(node: Node, in_shape, weight: np.ndarray, stride, padding, groups: int,
+                message_bits: int, dilation=(1, 1), weight_dtype=np.int32) -> Dict[str, Any]:
+    """``Conv`` constructor arguments; ``weight_dtype`` int32 (fixed_pt) or float64
+    (floating_pt models)."""
     w = np.asarray(weight)
     if groups > MAX_CONV_GROUPS:
         # Lava's Conv stores `groups` as int8: a depthwise conv over more than 127
         # channels (the sum pools at D >= 128) becomes one block-diagonal conv.
         w, groups = ungroup(w, groups), 1
-    if w.size and np.abs(w).max() >= 2 ** 31:
+    if np.dtype(weight_dtype).kind == "i" and w.size and np.abs(w).max() >= 2 ** 31:
         raise _fail(node, "weights do not fit Lava Conv's int32 weight Var")
-    lw = fx.to_lava_conv_weight(w).astype(np.int32)
+    lw = fx.to_lava_conv_weight(w).astype(weight_dtype)
     stride, padding, dilation = (fx.to_lava_xy(_pair(v)) for v in (stride, padding, dilation))
     _int8_geometry(node, kernel=lw.shape[1:3], stride=stride, padding=padding,
                    dilation=dilation, groups=(groups,))
@@ -203,7 +209,9 @@ def _threshold_params(node: Node, src: Node) -> Dict[str, Any]:
                 bias_mant=0, bias_exp=0)
 
 
-def _readout_params(graph: Graph, node: Node, in_node: Node) -> Dict[str, Any]:
+def readout_params(graph: Graph, node: Node, in_node: Node, dtype=np.int64) -> Dict[str, Any]:
+    """``Readout`` arguments for a readout node and its affine head (``dtype``: int64 for
+    the integer head, float64 for the floating-point one)."""
     heads = graph.consumers(node.name)
     if len(heads) != 1 or heads[0].op != "affine" or len(heads[0].inputs) != 1:
         raise _fail(node, "must feed exactly one affine head (and nothing else)")
@@ -214,9 +222,79 @@ def _readout_params(graph: Graph, node: Node, in_node: Node) -> Dict[str, Any]:
         raise _fail(head, "must feed the graph's output node (and nothing else)")
     if len(in_node.shape) != 3:
         raise _fail(node, f"expects a [C, H, W] token map; got {in_node.shape}")
-    w = np.asarray(head.params["weight"], dtype=np.int64)
-    b = np.asarray(head.params.get("bias", np.zeros(w.shape[0])), dtype=np.int64)
+    w = np.asarray(head.params["weight"], dtype=dtype)
+    b = np.asarray(head.params.get("bias", np.zeros(w.shape[0])), dtype=dtype)
     return dict(shape=lava_shape(in_node.shape), weight=w, bias=b)
+
+
+# -- the shared plan builder -----------------------------------------------------------------
+class StagePlan:
+    """Stages under construction, with the lag bookkeeping and delay lines shared by the
+    fixed-point :func:`lower` and the floating-point
+    :func:`deploy.lava.float_lowering.lower_float`."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.lags = timing.node_lags(graph)
+        self.stages: Dict[str, Stage] = {}
+        self.providers: Dict[str, str] = {}          # node -> stage carrying its output
+        self._delay_lines: Dict[Tuple[str, int], str] = {}
+
+    def add(self, stage: Stage) -> Stage:
+        if stage.name in self.stages:
+            raise LoweringError(f"duplicate stage name '{stage.name}'")
+        self.stages[stage.name] = stage
+        return stage
+
+    def provide(self, node: Node, stage: Stage) -> Stage:
+        """Add ``stage`` as the process whose output is ``node``'s."""
+        self.add(stage)
+        self.providers[node.name] = stage.name
+        return stage
+
+    def delayed(self, src: str, d: int) -> str:
+        """Stage carrying node ``src``'s output delayed by ``d`` more steps."""
+        if d == 0:
+            return self.providers[src]
+        key = (src, d)
+        if key not in self._delay_lines:
+            s = self.stages[self.providers[src]]
+            st = self.add(Stage(f"{src}+{d}", "delayed_sum", src, self.lags[src] + d,
+                                dict(shape=s.shape, delay=d), [(s.name, "a_delayed")]))
+            self._delay_lines[key] = st.name
+        return self._delay_lines[key]
+
+    def aligned_inputs(self, node: Node, port: str) -> List[Tuple[str, str]]:
+        """``node``'s inputs, each delayed to the latest one, all into ``port``."""
+        return [(self.delayed(i, d), port) for i, d in timing.deficits(node, self.lags).items()]
+
+    def sum_stage(self, node: Node) -> Stage:
+        """A residual join: inputs on time go to ``a_in``; the most common positive
+        deficit rides the process's own delay line (``a_delayed``); any other
+        deficit gets a separate delay line into ``a_in``."""
+        defs = timing.deficits(node, self.lags)
+        late = Counter(d for d in defs.values() if d > 0)
+        own = max(late, key=lambda d: (late[d], d)) if late else 0
+        inputs = []
+        for i, d in defs.items():
+            if own and d == own:
+                inputs.append((self.providers[i], "a_delayed"))
+            else:
+                inputs.append((self.delayed(i, d), "a_in"))
+        return Stage(node.name, "delayed_sum", node.name, self.lags[node.name],
+                     dict(shape=lava_shape(node.shape), delay=own), inputs)
+
+    def network(self, readout: Optional[str], numeric: str) -> LavaNetwork:
+        if readout is None:
+            raise LoweringError("the graph has no token_time_sum / token_time_mean readout")
+        g = self.graph
+        inp = g.input_node
+        return LavaNetwork(stages=self.stages, time_steps=int(g.meta["time_steps"]),
+                           input_shape=tuple(inp.shape), input_encoding=inp.attrs["encoding"],
+                           num_classes=int(g.output_node.shape[0]), lags=self.lags,
+                           providers=self.providers, readout=readout,
+                           meta={"model": g.meta.get("model"), "config": g.meta.get("config")},
+                           numeric=numeric)
 
 
 # -- the pass -----------------------------------------------------------------------------------
@@ -227,32 +305,8 @@ def lower(graph: Graph) -> LavaNetwork:
     if bad:
         raise _fail(bad[0], "op not supported by the Lava backend (quantize the graph first)")
     T = int(graph.meta["time_steps"])
-    lags = timing.node_lags(graph)
-    stages: Dict[str, Stage] = {}
-    providers: Dict[str, str] = {}
-    delay_lines: Dict[Tuple[str, int], str] = {}
-
-    def add(stage: Stage) -> Stage:
-        if stage.name in stages:
-            raise LoweringError(f"duplicate stage name '{stage.name}'")
-        stages[stage.name] = stage
-        return stage
-
-    def delayed(src: str, d: int) -> str:
-        """Stage carrying node ``src``'s output delayed by ``d`` more steps."""
-        if d == 0:
-            return providers[src]
-        key = (src, d)
-        if key not in delay_lines:
-            s = stages[providers[src]]
-            st = add(Stage(f"{src}+{d}", "delayed_sum", src, lags[src] + d,
-                           dict(shape=s.shape, delay=d), [(s.name, "a_delayed")]))
-            delay_lines[key] = st.name
-        return delay_lines[key]
-
-    def aligned_inputs(node: Node, port: str) -> List[Tuple[str, str]]:
-        return [(delayed(i, d), port) for i, d in timing.deficits(node, lags).items()]
-
+    plan = StagePlan(graph)
+    lags = plan.lags
     readout = None
     for node in graph:
         op, lag = node.op, lags.get(node.name)
@@ -261,8 +315,8 @@ def lower(graph: Graph) -> LavaNetwork:
             enc = node.attrs["encoding"]
             if enc not in ("graded", "spikes"):
                 raise _fail(node, f"encoding '{enc}' is not a quantized input encoding")
-            st = add(Stage(node.name, "source", node.name, lag,
-                           dict(shape=lava_shape(node.shape), encoding=enc)))
+            st = Stage(node.name, "source", node.name, lag,
+                       dict(shape=lava_shape(node.shape), encoding=enc))
         elif op == "conv2d":
             a = node.attrs
             if a.get("weight_exp", 0) != 0:
@@ -270,62 +324,43 @@ def lower(graph: Graph) -> LavaNetwork:
             graded = bool(a.get("graded_input"))
             bits = (int(src.attrs.get("bits", GRADED_MESSAGE_BITS)) if src.op == "input"
                     else GRADED_MESSAGE_BITS) if graded else 0
-            st = add(Stage(node.name, "conv", node.name, lag, _conv_params(
+            st = Stage(node.name, "conv", node.name, lag, conv_params(
                 node, src.shape, node.params["weight"], a["stride"], a["padding"],
-                int(a["groups"]), bits, a.get("dilation", 1)), aligned_inputs(node, "s_in")))
+                int(a["groups"]), bits, a.get("dilation", 1)), plan.aligned_inputs(node, "s_in"))
         elif op == "sumpool2d":
-            a, c = node.attrs, int(node.shape[0])
-            kh, kw = _pair(a["kernel"])
-            ones = np.ones((c, 1, kh, kw), dtype=np.int64)
-            st = add(Stage(node.name, "conv", node.name, lag, _conv_params(
-                node, src.shape, ones, a["stride"], a["padding"], c, 0),
-                aligned_inputs(node, "s_in")))
+            st = Stage(node.name, "conv", node.name, lag,
+                       sumpool_params(node, src, 0, np.int32), plan.aligned_inputs(node, "s_in"))
         elif op == "loihi_lif":
-            st = add(Stage(node.name, "lif_reset", node.name, lag, _lif_params(node, lag, T),
-                           aligned_inputs(node, "a_in")))
+            st = Stage(node.name, "lif_reset", node.name, lag, _lif_params(node, lag, T),
+                       plan.aligned_inputs(node, "a_in"))
         elif op == "threshold":
-            st = add(Stage(node.name, "lif", node.name, lag, _threshold_params(node, src),
-                           aligned_inputs(node, "a_in")))
+            st = Stage(node.name, "lif", node.name, lag, _threshold_params(node, src),
+                       plan.aligned_inputs(node, "a_in"))
         elif op == "spiking_attention":
             heads = int(node.attrs["num_heads"])
-            ins = [(delayed(i, d), role) for (i, d), role in
+            ins = [(plan.delayed(i, d), role) for (i, d), role in
                    zip(timing.deficits(node, lags).items(), ("q", "k", "v"))]
-            st = add(Stage(node.name, "attention", node.name, lag,
-                           dict(shape=lava_shape(node.shape), num_heads=heads,
-                                gain=int(node.attrs.get("gain", 1))), ins))
+            st = Stage(node.name, "attention", node.name, lag,
+                       dict(shape=lava_shape(node.shape), num_heads=heads,
+                            gain=int(node.attrs.get("gain", 1))), ins)
         elif op == "sum":
-            st = add(_sum_stage(node, lags, delayed, providers))
+            st = plan.sum_stage(node)
         elif op == "token_time_sum":
             in_node = graph[node.inputs[0]]
-            st = add(Stage(node.name, "readout", node.name, lag,
-                           {**_readout_params(graph, node, in_node), "time_steps": T, "lag": lag},
-                           aligned_inputs(node, "a_in")))
+            st = Stage(node.name, "readout", node.name, lag,
+                       {**readout_params(graph, node, in_node, np.int64), "time_steps": T,
+                        "lag": lag}, plan.aligned_inputs(node, "a_in"))
             readout = st.name
         else:  # affine / output: folded into the readout
             continue
-        providers[node.name] = st.name
-    if readout is None:
-        raise LoweringError("the graph has no token_time_sum readout")
-    inp = graph.input_node
-    return LavaNetwork(stages=stages, time_steps=T, input_shape=tuple(inp.shape),
-                       input_encoding=inp.attrs["encoding"],
-                       num_classes=int(graph.output_node.shape[0]), lags=lags,
-                       providers=providers, readout=readout,
-                       meta={"model": graph.meta.get("model"), "config": graph.meta.get("config")})
+        plan.provide(node, st)
+    return plan.network(readout, "fixed")
 
 
-def _sum_stage(node: Node, lags, delayed, providers) -> Stage:
-    """A residual join: inputs on time go to ``a_in``; the most common positive
-    deficit rides the process's own delay line (``a_delayed``); any other
-    deficit gets a separate delay line into ``a_in``."""
-    defs = timing.deficits(node, lags)
-    late = Counter(d for d in defs.values() if d > 0)
-    own = max(late, key=lambda d: (late[d], d)) if late else 0
-    inputs = []
-    for i, d in defs.items():
-        if own and d == own:
-            inputs.append((providers[i], "a_delayed"))
-        else:
-            inputs.append((delayed(i, d), "a_in"))
-    return Stage(node.name, "delayed_sum", node.name, lags[node.name],
-                 dict(shape=lava_shape(node.shape), delay=own), inputs)
+def sumpool_params(node: Node, src: Node, message_bits: int, weight_dtype) -> Dict[str, Any]:
+    """A sum pool as a depthwise all-ones ``Conv``."""
+    a, c = node.attrs, int(node.shape[0])
+    kh, kw = _pair(a["kernel"])
+    ones = np.ones((c, 1, kh, kw), dtype=np.int64)
+    return conv_params(node, src.shape, ones, a["stride"], a["padding"], c, message_bits,
+                       weight_dtype=weight_dtype)

@@ -17,12 +17,12 @@ import numpy as np
 from deploy.lava.build import BuiltNetwork, build, realign
 from deploy.lava.lowering import LavaNetwork
 from deploy.lava.runtime import create_runtime, run_steps, runtime_of, stop_runtime
-from deploy.lava.targets import DEFAULT_TARGET, run_config
+from deploy.lava.targets import DEFAULT_TARGET, FLOAT_TARGET, numeric_of, run_config
 
 
 @dataclass
 class LavaResult:
-    logits: np.ndarray                                   # [B, K] int64
+    logits: np.ndarray                                   # [B, K] int64 (float64: float target)
     outputs: Dict[str, np.ndarray] = field(default_factory=dict)  # node -> [T, B, *shape]
     num_steps: int = 0                                   # Lava steps run
     compile_s: float = 0.0                               # compile + start workers
@@ -41,7 +41,7 @@ class LavaResult:
         return self.logits.shape[0] / self.run_s if self.run_s > 0 else float("inf")
 
 
-def run(network: LavaNetwork, x_seq, *, target: str = DEFAULT_TARGET,
+def run(network: LavaNetwork, x_seq, *, target: Optional[str] = None,
         probes: Iterable[str] = (), chunk_steps: Optional[int] = None,
         callback: Optional[Callable[[int, int], None]] = None) -> LavaResult:
     """Stream ``x_seq`` (integer input [T, B, C, H, W], e.g. from
@@ -53,7 +53,21 @@ def run(network: LavaNetwork, x_seq, *, target: str = DEFAULT_TARGET,
     ``run_reference(...).outputs``. ``chunk_steps``: run in chunks of this many
     steps, calling ``callback(steps_done, steps_total)`` after each. The Lava
     runtime is stopped on return, on error and on Ctrl-C.
+
+    ``target`` defaults to ``lava-sim`` for a fixed-point network (``lower``) and
+    ``lava-sim-float`` for a floating-point one (``lower_float``, with float input from
+    ``deploy.lava.float_lowering.encode_float_input``).
     """
+    if target is None:
+        target = FLOAT_TARGET if network.numeric == "float" else DEFAULT_TARGET
+    if numeric_of(target) != network.numeric:
+        if network.numeric == "float":
+            hint = (f"this network was lowered by lower_float for Lava's floating-point "
+                    f"models: run it on target '{FLOAT_TARGET}'")
+        else:
+            hint = ("this network was lowered by lower for the fixed-point models: run it on "
+                    f"'{DEFAULT_TARGET}' (or lower_float the float graph for '{target}')")
+        raise ValueError(f"target '{target}' does not fit the network: {hint}")
     cfg = run_config(target)
     built = build(network, x_seq, probes)
     anchor = built.readout
@@ -90,7 +104,8 @@ def receive_messages(port, count: int) -> np.ndarray:
 
 
 def _collect(built: BuiltNetwork) -> LavaResult:
-    logits = receive_messages(built.readout.logits, built.num_samples).astype(np.int64)
+    dtype = np.float64 if built.network.numeric == "float" else np.int64
+    logits = receive_messages(built.readout.logits, built.num_samples).astype(dtype)
     outputs = {node: realign(built.network, node, receive_messages(tap.out, built.num_steps),
                              built.num_samples)
                for node, tap in built.taps.items()}

@@ -27,10 +27,12 @@ HOP_COST: Dict[str, int] = {
     "conv2d": 1,
     "sumpool2d": 1,
     "loihi_lif": 0,
+    "lif": 0,                  # the float IR's LIF (floating-point target)
     "threshold": 0,
     "spiking_attention": ATTENTION_DELAY,
     "sum": 0,
     "token_time_sum": 0,
+    "token_time_mean": 0,      # the float IR's readout (floating-point target)
 }
 
 

@@ -1,15 +1,19 @@
-"""Verify a Lava run against the reference executor: every probed spike and every logit."""
+"""Verify a Lava run against its ground truth, every probed spike and every logit: the
+reference executor for a quantized graph (``verify_against_reference``), the float executor
+in float64 for a float graph on ``lava-sim-float`` (``verify_float_against_float_exec``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 import numpy as np
 
 from compiler.ir import Graph
 from compiler.reference import run_reference
+from deploy.lava.float_lowering import encode_float_input, lower_float
 from deploy.lava.lowering import lower
 from deploy.lava.runner import LavaResult, run
+from deploy.lava.targets import FLOAT_TARGET
 
 
 @dataclass
@@ -46,4 +50,35 @@ def verify_against_reference(graph: Graph, x_seq: np.ndarray, target: str,
         check.layer_mismatches[name] = int((a != b).sum())
     check.logit_mismatches = int((lava.logits != ref.logits).any(axis=1).sum())
     check.prediction_mismatches = int((lava.predictions != ref.predictions).sum())
+    return check
+
+
+def verify_float_against_float_exec(graph: Graph, x, target: str = FLOAT_TARGET,
+                                    progress: Optional[Callable[[int, int], None]] = None,
+                                    extra_probes: Iterable[str] = ()) -> LavaCheck:
+    """Stream ``x`` (a batch as ``compiler.float_exec.run_float`` takes it) through a float
+    graph on Lava's floating-point models, probing every ``lif`` and ``threshold``, and
+    compare with ``run_float`` in float64: spikes and predictions exactly, and the float
+    logits with ``==`` too (``logit_mismatches`` counts samples whose logits differ in any
+    bit; the two compute the head in different summation orders, so a last-bit difference
+    there is possible without any spike differing). ``extra_probes``: more nodes recorded in
+    ``check.lava.outputs`` (not compared)."""
+    import torch  # the float executor's dependency; the fixed-point path does not need it
+
+    from compiler.float_exec import run_float
+
+    network = lower_float(graph)
+    probes = [n.name for n in graph.by_op("lif", "threshold")]
+    lava = run(network, encode_float_input(graph, x), target=target,
+               probes=probes + [p for p in extra_probes if p not in probes],
+               chunk_steps=max(1, network.time_steps * 8), callback=progress)
+    ref = run_float(graph, torch.as_tensor(x), record=probes, dtype=torch.float64)
+    ref_logits = ref.logits.numpy()
+    check = LavaCheck(lava=lava, reference_logits=ref_logits)
+    for name in probes:
+        a, b = lava.outputs[name], ref.outputs[name].numpy()
+        check.spikes_compared += b.size
+        check.layer_mismatches[name] = int((a != b).sum())
+    check.logit_mismatches = int((lava.logits != ref_logits).any(axis=1).sum())
+    check.prediction_mismatches = int((lava.predictions != ref_logits.argmax(axis=1)).sum())
     return check

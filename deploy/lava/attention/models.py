@@ -84,6 +84,12 @@ class _AbstractAttentionModel(PyLoihiProcessModel):
 class PySpikingAttentionFixed(_AbstractAttentionModel):
     """Bit-exact integer model: ``a_out = gain * Q.(K^T.V)`` (int32)."""
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        if not float(proc_params["gain"]).is_integer():
+            raise ValueError(f"SpikingAttention '{proc_params.get('name')}': the fixed-point "
+                             f"model needs an integer gain, got {proc_params['gain']}")
+
     q: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
     k: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
     v: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)

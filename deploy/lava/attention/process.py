@@ -36,14 +36,17 @@ class SpikingAttention(AbstractProcess):
     ----------
     shape : (W, H, D) in Lava layout.
     num_heads : number of heads; must divide D.
-    gain : integer multiplier of the counts (the quantizer's attention gain).
+    gain : multiplier of the counts: an integer (the quantizer's attention gain) for
+        the fixed-point model; any float (the scale times the next LIF's input gain) for
+        the floating-point model.
     """
 
     def __init__(self, *, shape: ty.Tuple[int, int, int], num_heads: int,
-                 gain: int = 1, name: ty.Optional[str] = None,
+                 gain: ty.Union[int, float] = 1, name: ty.Optional[str] = None,
                  log_config: ty.Optional[LogConfig] = None) -> None:
         shape = tuple(int(s) for s in shape)
-        super().__init__(shape=shape, num_heads=int(num_heads), gain=int(gain),
+        gain = int(gain) if float(gain).is_integer() else float(gain)
+        super().__init__(shape=shape, num_heads=int(num_heads), gain=gain,
                          name=name, log_config=log_config)
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"SpikingAttention: shape must be (W, H, D) with "
@@ -56,4 +59,4 @@ class SpikingAttention(AbstractProcess):
         self.v = InPort(shape=shape)
         self.a_out = OutPort(shape=shape)
         self.num_heads = Var(shape=(1,), init=int(num_heads))
-        self.gain = Var(shape=(1,), init=int(gain))
+        self.gain = Var(shape=(1,), init=gain)

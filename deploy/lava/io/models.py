@@ -34,7 +34,10 @@ class _AbstractReadoutModel(PyLoihiProcessModel):
             self.acc[:] = 0
         self.acc += x.reshape(-1, x.shape[-1]).sum(axis=0, dtype=self.acc.dtype)
         if t == p["time_steps"] - 1:
-            self.logits.send(self.weight @ self.acc + self.bias)
+            self.logits.send(self.weight @ self._features() + self.bias)
+
+    def _features(self) -> np.ndarray:
+        return self.acc
 
 
 @implements(proc=Readout, protocol=LoihiProtocol)
@@ -42,6 +45,13 @@ class _AbstractReadoutModel(PyLoihiProcessModel):
 @tag("fixed_pt")
 class PyReadoutFixed(_AbstractReadoutModel):
     """Exact int64 accumulation and head."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        if proc_params["divisor"] != 1:
+            raise ValueError(f"Readout '{proc_params.get('name')}': the fixed-point model "
+                             f"sums exactly and cannot divide by {proc_params['divisor']}; "
+                             "fold the divisor into the head (token_time_sum)")
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     logits: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64)
@@ -54,11 +64,16 @@ class PyReadoutFixed(_AbstractReadoutModel):
 @requires(CPU)
 @tag("floating_pt")
 class PyReadoutFloat(_AbstractReadoutModel):
+    """float64 accumulation; the head reads ``acc / divisor`` (the token/time mean)."""
+
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     logits: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     weight: np.ndarray = LavaPyType(np.ndarray, float)
     bias: np.ndarray = LavaPyType(np.ndarray, float)
     acc: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def _features(self) -> np.ndarray:
+        return self.acc / self.proc_params["divisor"]
 
 
 @implements(proc=Tap, protocol=LoihiProtocol)
