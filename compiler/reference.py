@@ -17,6 +17,11 @@ Per step t, nodes in topological order:
   token_time_sum   accumulates the input over tokens and all time steps
 After the last step: affine (integer ``W @ acc + b``) and output. The prediction is the
 argmax of the integer logits (first index on ties, as numpy and torch do).
+
+Opt-in membrane record (``record_membrane``), for analysis only (it never changes a result):
+per ``loihi_lif`` the current ``u`` after the step and the voltage ``v`` after integration,
+*before* threshold and reset -- the largest value the 24-bit register holds in that step
+(Lava's ``v`` Var shows 0 where the neuron spiked).
 """
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ REFERENCE_OPS = frozenset({"input", "conv2d", "loihi_lif", "sumpool2d", "thresho
 class ReferenceResult:
     logits: np.ndarray                      # [B, K] int64
     outputs: Dict[str, np.ndarray] = field(default_factory=dict)  # name -> [T, B, *shape]
+    # record_membrane only: loihi_lif name -> [T, B, *shape] int64
+    currents: Dict[str, np.ndarray] = field(default_factory=dict)   # u after the step
+    voltages: Dict[str, np.ndarray] = field(default_factory=dict)   # v before threshold/reset
 
     @property
     def predictions(self) -> np.ndarray:
@@ -103,6 +111,15 @@ def attention_counts(q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads: int
     return out.transpose(0, 1, 3, 2).reshape(b, d, h, w).astype(np.int64)
 
 
+def membrane_before_reset(v_old: np.ndarray, u_new: np.ndarray, p: fx.LifParams) -> np.ndarray:
+    """``lif_step``'s v' before its threshold and reset: clip24(wrap32(decay(v) + u' + bias)).
+
+    Same integer operations as ``fx.lif_step`` (tests check that it equals lif_step's v
+    wherever no spike occurred and that v' > vth << 6 exactly where one did)."""
+    decayed = fx._decay(v_old, fx.DECAY_UNITY - p.dv)
+    return fx.clip_signed(fx.wrap_signed(decayed + u_new + p.effective_bias, 32), fx.UV_BITS)
+
+
 class _Runner:
     def __init__(self, graph: Graph):
         unsupported = [n for n in graph if n.op not in REFERENCE_OPS]
@@ -117,13 +134,19 @@ class _Runner:
         self.pool_weights = {n.name: np.ones((n.shape[0], 1, n.attrs["kernel"], n.attrs["kernel"]),
                                              dtype=np.int64) for n in graph.by_op("sumpool2d")}
 
-    def run(self, x_seq: np.ndarray, record) -> ReferenceResult:
+    def run(self, x_seq: np.ndarray, record, record_membrane=False) -> ReferenceResult:
         g = self.graph
         batch = x_seq.shape[1]
         wanted = set(g.nodes) if record is True else set(record or ())
         unknown = wanted - set(g.nodes)
         if unknown:
             raise IRError(f"cannot record unknown node(s) {sorted(unknown)}")
+        membranes = set(self.lif_params) if record_membrane is True else set(record_membrane or ())
+        not_lif = membranes - set(self.lif_params)
+        if not_lif:
+            raise IRError(f"cannot record the membrane of {sorted(not_lif)}: not loihi_lif nodes")
+        u_trace = {n: [] for n in membranes}
+        v_trace = {n: [] for n in membranes}
         state = {n: (np.zeros((batch,) + tuple(g[n].shape), np.int64),) * 2 for n in self.lif_params}
         acc = {n.name: np.zeros((batch, n.shape[0]), np.int64) for n in g.by_op("token_time_sum")}
         traces = {n: [] for n in wanted if g[n].op not in ("affine", "output", "token_time_sum")}
@@ -140,8 +163,13 @@ class _Runner:
                                              num_message_bits=1 if a.get("graded_input") else 0)
                 elif op == "loihi_lif":
                     u, v = state[node.name]
+                    v_old = v
                     u, v, spikes = fx.lif_step(u, v, _summed(values, node), self.lif_params[node.name])
                     state[node.name] = (u, v)
+                    if node.name in membranes:
+                        u_trace[node.name].append(u)
+                        v_trace[node.name].append(
+                            membrane_before_reset(v_old, u, self.lif_params[node.name]))
                     val = spikes.astype(np.int64)
                 elif op == "sumpool2d":
                     a = node.attrs
@@ -171,12 +199,18 @@ class _Runner:
                 final[node.name] = sum(final[i] for i in node.inputs)
         outputs = {n: np.stack(v) for n, v in traces.items()}
         outputs.update({n: final[n] for n in wanted if n in final})
-        return ReferenceResult(logits=final[g.output_node.name], outputs=outputs)
+        return ReferenceResult(logits=final[g.output_node.name], outputs=outputs,
+                               currents={n: np.stack(t) for n, t in u_trace.items()},
+                               voltages={n: np.stack(t) for n, t in v_trace.items()})
 
 
 def run_reference(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False,
-                  encoded: bool = False) -> ReferenceResult:
+                  encoded: bool = False,
+                  record_membrane: Union[bool, Iterable[str]] = False) -> ReferenceResult:
     """Run a quantized graph on a batch (float, as the model takes it; or, with
-    ``encoded=True``, the integer sequence from ``encode_input``)."""
+    ``encoded=True``, the integer sequence from ``encode_input``).
+
+    ``record_membrane``: True or loihi_lif names whose u and pre-reset v to keep
+    (``ReferenceResult.currents`` / ``.voltages``); analysis only, results are unchanged."""
     x_seq = np.asarray(x, dtype=np.int64) if encoded else encode_input(graph, x)
-    return _Runner(graph).run(x_seq, record)
+    return _Runner(graph).run(x_seq, record, record_membrane)

@@ -23,3 +23,39 @@ def test_counts_for_test_micro():
     dense = (2 * 64 * 9 + 4 * 64 * 18 + 8 * 64 * 36 + 16 * 64 * 72 + 16 * 16 * 144
              + 4 * 16 * 16 * 16 + 64 * 16 * 16 + 16 * 16 * 64 + head)
     assert network_size(q)["synapses_dense"] == dense
+
+
+def test_loihi_estimate_for_test_micro():
+    from compiler.resources import loihi_estimate
+
+    q = quantize(float_passes(model_to_ir(firing_model("test-micro"))))
+    est = loihi_estimate(q)
+    pops = {p["name"]: p for p in est["populations"]}
+    assert len(pops) == 16  # 4 stages, pool, rpe, 3 residual joins, q k v attn proj, fc1 fc2
+    assert pops["sps.pool3"]["synapses_stored"] == 16 * 9           # depthwise all-ones 3x3
+    assert pops["sps.pool3"]["synapses_dense"] == 16 * 16 * 9
+    assert pops["blocks.0.attn.attn_lif"]["synapses_dense"] == 256  # identity from the attention
+    assert pops["blocks.0.attn_residual"]["synapses_dense"] == 2 * 256
+    assert pops["blocks.0.mlp.fc1.lif"]["synapses_stored"] == 64 * 16
+    total = est["total"]
+    assert total["neurons"] == network_size(q)["neurons"] + 3 * 256  # + the residual relays
+    # every population is far below a core's limits: one core each, one chip
+    assert total["cores_shared"] == total["cores_dense"] == 16
+    assert total["chips_shared"] == total["chips_dense"] == 1
+    where = {p["node"]: p["where"] for p in est["off_chip"]}
+    assert where["blocks.0.attn.attention"].startswith("embedded") and where["input"] == "host"
+    assert any("estimate" in a or "derived" in a for a in est["assumptions"])
+
+
+def test_loihi_estimate_splits_large_layers():
+    from compiler.resources import CORE_NEURONS, CORE_SYNAPSES, loihi_estimate
+
+    q = quantize(float_passes(model_to_ir(firing_model("cifar10-4-384"))))
+    pops = {p["name"]: p for p in loihi_estimate(q)["populations"]}
+    assert (CORE_NEURONS, CORE_SYNAPSES) == (7812, 937_500)
+    stem = pops["sps.stages.0.lif"]                  # 48 x 32 x 32 neurons
+    assert stem["neurons"] == 49_152 and stem["cores_shared"] == 7   # 6 * 7812 < 49152
+    rpe = pops["sps.rpe.lif"]                        # 384 -> 384 3x3 on 8 x 8 tokens
+    assert rpe["synapses_dense"] == 384 * 64 * 384 * 9 and rpe["cores_dense"] == 91
+    # shared: the weights (1.33 M) would fit 2 cores, the 24 576 neurons need 4
+    assert rpe["synapses_stored"] == 384 * 384 * 9 and rpe["cores_shared"] == 4

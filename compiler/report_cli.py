@@ -1,0 +1,206 @@
+"""`spikeform-report MODEL.pth | ARTIFACT_DIR`: energy, activity, Loihi 2 resources and plots.
+
+Runs test samples through the integer reference executor (and, for a checkpoint, the float
+model) and writes a report directory atomically: report.md (summary), report.json (the data)
+and PNG plots. A checkpoint is compiled exactly as ``spikeform-compile`` does; an artifact
+(graph.json + tensors.bin) is used as it is, without a float model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from spikformer_neuro.checkpoint import CheckpointError, load_checkpoint
+from spikformer_neuro.data import DatasetError, load_dataset
+from spikformer_neuro.loihi_grid import GridError
+
+from .ir import IRError
+from .reports import markdown, plots
+from .reports.build import REPORT_FORMAT, assemble, measure
+from .serialize import (GRAPH_FILE, load_graph, make_build_dir, replace_directory_atomic,
+                        write_atomic)
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+DEFAULT_SAMPLES = 64
+
+
+class ReportError(Exception):
+    """Bad input; reported as one paragraph with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spikeform-report", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="checkpoint (model.pth) or compiled artifact directory")
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                   help="test samples to measure on (the first N of the test split)")
+    p.add_argument("--data-dir", help="directory holding the data set files")
+    p.add_argument("-o", "--output", help="report directory (default: <model>.report next to "
+                                          "the input)")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="samples per executor run; memory grows with it (every population is "
+                        "recorded with its membrane: about 24 bytes per neuron, step and sample)")
+    p.add_argument("--calibration-samples", type=int, default=256,
+                   help="checkpoint only: training samples to calibrate the quantizer")
+    p.add_argument("--overflow", choices=("worst-case", "calibrated"), default="worst-case",
+                   help="checkpoint only: as spikeform-compile --overflow")
+    p.add_argument("--margin", type=float, default=2.0,
+                   help="checkpoint only: as spikeform-compile --margin")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout only")
+    return p
+
+
+def _check_output(out_dir: Path) -> None:
+    """Only an empty directory or an earlier report may be replaced (it is swapped wholesale)."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ReportError(f"output {out_dir} exists and is not a directory; choose another "
+                              "-o/--output")
+        if any(out_dir.iterdir()) and not _is_report_dir(out_dir):
+            raise ReportError(f"output directory {out_dir} is not empty and is not an earlier "
+                              f"report (no {REPORT_JSON} of format {REPORT_FORMAT}); it would be "
+                              "replaced and its contents deleted: choose another -o/--output")
+    parent = out_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ReportError(f"cannot write {out_dir}: {parent} is not a directory")
+
+
+def _is_report_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / REPORT_JSON).read_text()).get("format") == REPORT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _load_source(args):
+    """(quantized graph, float graph or None, source description, test dataset)."""
+    path = Path(args.model)
+    if not path.exists():
+        raise ReportError(f"{path} does not exist; give a checkpoint (.pth) written by "
+                          "spikeform-train or an artifact directory written by spikeform-compile")
+    if path.is_dir():
+        if not (path / GRAPH_FILE).is_file():
+            raise ReportError(f"{path} is a directory without {GRAPH_FILE}: not a compiled "
+                              "artifact (spikeform-compile writes one)")
+        quantized = load_graph(path)
+        if quantized.meta.get("stage") != "quantized":
+            raise ReportError(f"{path}: the graph is at stage {quantized.meta.get('stage')!r}, "
+                              "not 'quantized'; report a spikeform-compile artifact")
+        cfg = quantized.meta.get("config") or {}
+        dataset = quantized.meta.get("dataset")
+        if not dataset:
+            raise ReportError(f"{path}: the artifact names no data set to measure on")
+        test_ds, _ = load_dataset(dataset, "test", args.data_dir, img_size=cfg.get("img_size"),
+                                  time_steps=cfg.get("time_steps"))
+        return quantized, None, {"kind": "artifact", "path": str(path)}, test_ds
+    from .pipeline import compile_checkpoint  # imports the model code: checkpoints only
+
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.config
+    train_ds, _ = load_dataset(ckpt.dataset, "train", args.data_dir, img_size=cfg.img_size,
+                               time_steps=cfg.time_steps)
+    n = min(args.calibration_samples, len(train_ds))
+    calib = torch.stack([train_ds[i][0] for i in range(n)]) if n else None
+    compiled = compile_checkpoint(ckpt, calib, args.overflow, args.margin)
+    test_ds, _ = load_dataset(ckpt.dataset, "test", args.data_dir, img_size=cfg.img_size,
+                              time_steps=cfg.time_steps)
+    source = {"kind": "checkpoint", "path": str(path), "overflow": args.overflow,
+              "calibration_samples": n}
+    return compiled.quantized, compiled.float_graph, source, test_ds
+
+
+def _write_report_dir(out_dir: Path, report: dict, pngs) -> None:
+    build = make_build_dir(out_dir)
+    try:
+        for name, data in pngs:
+            write_atomic(build / name, data)
+        write_atomic(build / REPORT_JSON,
+                     (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+        write_atomic(build / REPORT_MD, markdown.render(report).encode())
+        replace_directory_atomic(build, out_dir)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
+def _summary(report: dict, out_dir: Path) -> str:
+    e = report["energy"]["reference"]
+    est = report["resources"]["loihi2"]["total"]
+    acc = report["accuracy"]
+    pct = lambda v: "not measured" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+    lines = [f"model             {report['model']} ({report['dataset']}), "
+             f"{report['samples']} samples, T = {report['time_steps']}",
+             f"accuracy          reference {pct(acc['reference'])}, float {pct(acc['float'])}",
+             f"energy/inference  {e['energy_mJ'] * 1e3:.4g} µJ (reference rates): "
+             f"{e['sops']:.4g} SOPs, {e['flops_first_conv']:.4g} first-conv FLOPs"]
+    if report["energy"]["float"]:
+        lines.append(f"                  {report['energy']['float']['energy_mJ'] * 1e3:.4g} µJ "
+                     "(float-model rates)")
+    lines += [f"Loihi 2 estimate  {est['cores_shared']}-{est['cores_dense']} neuro-cores, "
+              f"{est['chips_shared']}-{est['chips_dense']} chip(s) (shared-weight / dense bound)",
+              f"report            {out_dir} "
+              f"({', '.join([REPORT_MD, REPORT_JSON] + report['plots'])})"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    for key, low in (("samples", 1), ("batch_size", 1), ("calibration_samples", 0)):
+        if getattr(args, key) < low:
+            raise ReportError(f"--{key.replace('_', '-')} must be >= {low}, "
+                              f"got {getattr(args, key)}")
+    if not args.margin > 0:
+        raise ReportError(f"--margin must be > 0, got {args.margin}")
+    src = Path(args.model)
+    default = src.parent / f"{src.name.removesuffix('.pth')}.report"
+    out_dir = Path(args.output) if args.output else default
+    if out_dir.resolve() == src.resolve():
+        raise ReportError(f"output {out_dir} is the input; choose another -o/--output")
+    _check_output(out_dir)
+    quantized, float_graph, source, test_ds = _load_source(args)
+    test_ds = Subset(test_ds, range(min(args.samples, len(test_ds))))
+    if len(test_ds) == 0:
+        raise ReportError("the test split is empty: nothing to measure")
+    loader = DataLoader(test_ds, batch_size=args.batch_size)
+    show = not (args.quiet or args.json)
+    m = measure(quantized, float_graph, ((x, np.asarray(y)) for x, y in loader),
+                lambda it: tqdm(it, total=len(loader), desc="reference" + (
+                    " + float" if float_graph is not None else ""), disable=not show, leave=False))
+    report = assemble(quantized, m, source)
+    pngs = plots.render_all(report)
+    report["plots"] = [name for name, _ in pngs]
+    _write_report_dir(out_dir, report, pngs)
+    print(json.dumps(report, sort_keys=True) if args.json else _summary(report, out_dir))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ReportError, CheckpointError, DatasetError, IRError, GridError) as e:
+        print(f"spikeform-report: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. an unwritable output location
+        print(f"spikeform-report: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeform-report: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

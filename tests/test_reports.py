@@ -1,0 +1,250 @@
+"""Reports: FLOP/SOP counting against hand counts, the paper's 8-512 arithmetic, the membrane
+record, and spikeform-report end to end on the shipped digits checkpoint."""
+import json
+import math
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compiler import fixed_point as fx
+from compiler.frontend import model_to_ir
+from compiler.passes import float_passes
+from compiler.passes.quantize import quantize
+from compiler.reference import membrane_before_reset, run_reference
+from compiler.report_cli import main as report_main
+from compiler.reports.activity import ActivityMeter, attention_maps
+from compiler.reports.energy import EnergyMeter, energy_summary, paper_energy_mJ
+from compiler.reports.flops import first_conv, synaptic_layers
+from compiler.reports.paper import counting_check, implied, zoo_flops
+from spikformer_neuro.testing import firing_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """test-micro (8x8 input, D = 16, 2 heads, 4x4 tokens, T = 2) quantized, with a batch."""
+    model = firing_model("test-micro")
+    graph = quantize(float_passes(model_to_ir(model)))
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    return graph, x
+
+
+# -- FLOPs ----------------------------------------------------------------------------------
+def test_macs_of_test_micro_by_hand(micro):
+    graph, _ = micro
+    macs = {layer.name: layer.macs for layer in synaptic_layers(graph)}
+    n = 16  # tokens
+    expected = {
+        "sps.stages.0.conv": 2 * 64 * 1 * 9, "sps.stages.1.conv": 4 * 64 * 2 * 9,
+        "sps.stages.2.conv": 8 * 64 * 4 * 9, "sps.stages.3.conv": 16 * 64 * 8 * 9,
+        "sps.rpe.conv": 16 * n * 16 * 9,
+        "blocks.0.attn.q.linear": 16 * n * 16, "blocks.0.attn.k.linear": 16 * n * 16,
+        "blocks.0.attn.v.linear": 16 * n * 16, "blocks.0.attn.proj.linear": 16 * n * 16,
+        "blocks.0.attn.attention.qk": 2 * n * n * 8, "blocks.0.attn.attention.av": 2 * n * n * 8,
+        "blocks.0.mlp.fc1.linear": 64 * n * 16, "blocks.0.mlp.fc2.linear": 16 * n * 64,
+        "head": 16 * 4}
+    assert macs == expected
+    assert first_conv(synaptic_layers(graph)).name == "sps.stages.0.conv"
+
+
+def test_sops_equal_event_counts(micro):
+    """rate x T x MACs equals the synaptic events an event-driven core performs: every input
+    spike of a stride-1 'same' conv reaches C_out * k^2 synapses, of a linear D_out, a Q spike
+    N keys, a V spike N queries; the head reads token/time sums."""
+    graph, x = micro
+    meter = EnergyMeter(graph)
+    ref = run_reference(graph, x, record=meter.record_names)
+    meter.add(ref.outputs)
+    summary = meter.summary()
+    batch, t_steps = x.shape[0], 2
+    spikes = {n: Fraction(int(ref.outputs[n].sum())) for n in meter.record_names}
+    fan_out = {"sps.stages.1.conv": 4 * 9, "sps.stages.2.conv": 8 * 9, "sps.stages.3.conv": 16 * 9,
+               "sps.rpe.conv": 16 * 9, "blocks.0.attn.q.linear": 16,
+               "blocks.0.attn.k.linear": 16, "blocks.0.attn.v.linear": 16,
+               "blocks.0.attn.proj.linear": 16, "blocks.0.attn.attention.qk": 16,
+               "blocks.0.attn.attention.av": 16, "blocks.0.mlp.fc1.linear": 64,
+               "blocks.0.mlp.fc2.linear": 16}
+    by_name = {r["name"]: r for r in summary["layers"]}
+    layers = {layer.name: layer for layer in synaptic_layers(graph)}
+    for name, out in fan_out.items():
+        (src,) = layers[name].inputs
+        events = spikes[src] * out / batch
+        assert events > 0, name
+        # rate is a float quotient: the 1e-12 relative slack is float rounding only, a
+        # counting error would be off by a whole fan-out factor
+        assert math.isclose(by_name[name]["sops"], float(events), rel_tol=1e-12), name
+    head_events = spikes["blocks.0.mlp_residual"] * 4 / (batch * 16)  # K classes, mean over N
+    assert math.isclose(by_name["head"]["sops"], float(head_events), rel_tol=1e-12)
+    assert summary["flops_first_conv"] == 2 * 64 * 9 * t_steps
+    assert summary["sops"] == sum(r["sops"] for r in summary["layers"] if "sops" in r)
+    assert summary["energy_mJ"] == pytest.approx(
+        (4.6 * summary["flops_first_conv"] + 0.9 * summary["sops"]) * 1e-9, rel=1e-12)
+
+
+def test_event_input_first_conv_counts_as_sops():
+    graph = quantize(float_passes(model_to_ir(firing_model("test-micro-events"))))
+    layers = synaptic_layers(graph)
+    assert not any(layer.analog for layer in layers)
+    meter = EnergyMeter(graph)
+    assert "input" in meter.record_names
+    x = (torch.rand(3, 3, 2, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    meter.add(run_reference(graph, x, record=meter.record_names).outputs)
+    s = meter.summary()
+    assert s["flops_first_conv"] == 0 and s["layers"][0]["input_rate"] > 0
+
+
+def test_missing_rate_is_a_clear_error(micro):
+    graph, _ = micro
+    with pytest.raises(ValueError, match="sps.stages.0.lif"):
+        energy_summary(graph, {})
+
+
+# -- the paper's figures --------------------------------------------------------------------
+def test_imagenet_8_512_counts_from_the_model():
+    f = zoo_flops("imagenet-8-512")
+    assert f.first_conv_macs == 224 * 224 * 64 * 3 * 9
+    n, d = 14 * 14, 512
+    convs = 112 * 112 * 128 * 64 * 9 + 56 * 56 * 256 * 128 * 9 + 28 * 28 * 512 * 256 * 9 \
+        + n * d * d * 9
+    per_block_linear = 4 * n * d * d + 2 * n * d * 4 * d
+    assert f.other_macs == {"conv": convs, "linear": 8 * per_block_linear,
+                            "attention": 8 * 2 * n * n * d, "head": d * 1000}
+
+
+def test_paper_8_512_energy_needs_macs_times_t():
+    check = counting_check(224 * 224 * 64 * 3 * 9)
+    assert {k for k, v in check.items() if v["consistent"]} == {"MACs x T"}
+    # exact arithmetic: 0.9 pJ x 11.09 G + 4.6 pJ x 86,704,128 x 4 = 11.57636... mJ
+    assert paper_energy_mJ(Fraction("11.09e9"), 86_704_128, 4) == Fraction(
+        9 * 1109 * 10 ** 7 + 46 * 86_704_128 * 4, 10 ** 10)
+
+
+def test_paper_energies_imply_rates_between_0_and_1():
+    for name in ("imagenet-8-384", "imagenet-8-768"):
+        rate = implied(zoo_flops(name))["implied_mean_rate"]
+        assert 0.2 < rate < 0.5, (name, rate)
+
+
+# -- membrane record ------------------------------------------------------------------------
+def test_membrane_before_reset_matches_lif_step():
+    rng = np.random.default_rng(0)
+    p = fx.LifParams(du=4095, dv=2048, vth=1000, bias_mant=rng.integers(-4096, 4096, 500),
+                     bias_exp=rng.integers(0, 8, 500))
+    u = rng.integers(-2 ** 23 + 1, 2 ** 23, (4, 500))
+    v = rng.integers(-2 ** 23 + 1, 2 ** 23, (4, 500))
+    a_in = rng.integers(-2 ** 17, 2 ** 17, (4, 500))  # saturates v in both directions
+    u2, v2, s = fx.lif_step(u, v, a_in, p)
+    v_pre = membrane_before_reset(v, u2, p)
+    assert np.array_equal(s, v_pre > p.effective_vth)
+    assert np.array_equal(v2[~s], v_pre[~s])
+    assert (np.abs(v_pre) == 2 ** 23 - 1).any() and s.any() and (~s).any()
+
+
+def test_membrane_record_leaves_results_unchanged(micro):
+    graph, x = micro
+    plain = run_reference(graph, x, record=True)
+    rec = run_reference(graph, x, record=True, record_membrane=True)
+    assert np.array_equal(plain.logits, rec.logits)
+    assert plain.outputs.keys() == rec.outputs.keys()
+    assert all(np.array_equal(plain.outputs[k], rec.outputs[k]) for k in plain.outputs)
+    for node in graph.by_op("loihi_lif"):
+        vth = int(node.params["vth"]) << 6
+        assert np.array_equal(rec.outputs[node.name] == 1, rec.voltages[node.name] > vth), node.name
+    with pytest.raises(ValueError, match="not loihi_lif"):
+        run_reference(graph, x, record_membrane=["sps.residual"])
+
+
+def test_activity_meter_and_attention_maps(micro):
+    graph, x = micro
+    meter = ActivityMeter(graph)
+    meter.add(run_reference(graph, x, record=meter.record_names,
+                            record_membrane=meter.membrane_names))
+    layers = meter.layers()
+    assert "input" not in layers  # graded image levels are no firing rate
+    q = layers["blocks.0.attn.q.lif"]
+    assert 0 < q["rate_reference"] < 1 and q["membrane"]["v_max_abs"] > q["membrane"]["threshold"]
+    assert layers["sps.residual"]["rate_reference"] == pytest.approx(
+        layers["sps.pool3"]["rate_reference"] + layers["sps.rpe.lif"]["rate_reference"], rel=1e-12)
+    qs = (np.random.default_rng(1).random((2, 4, 2, 2)) < 0.5).astype(np.int64)
+    ks = (np.random.default_rng(2).random((2, 4, 2, 2)) < 0.5).astype(np.int64)
+    maps = attention_maps(qs, ks, num_heads=2)
+    assert maps.shape == (2, 2, 4, 4)
+    # head 1, step 0, tokens (row 0, col 1) and (row 1, col 0): channels 2..3 in common
+    assert maps[0, 1, 1, 2] == int((qs[0, 2:, 0, 1] * ks[0, 2:, 1, 0]).sum())
+
+
+# -- spikeform-report -----------------------------------------------------------------------
+def _report(args, **kw):
+    return subprocess.run([sys.executable, "-m", "compiler.report_cli", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_cli_checkpoint_and_artifact(tmp_path):
+    out = tmp_path / "digits.report"
+    proc = _report([DIGITS, "--samples", 12, "--batch-size", 5, "-o", out, "-q"])
+    assert proc.returncode == 0, proc.stderr
+    assert "energy/inference" in proc.stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["samples"] == 12 and rep["source"]["kind"] == "checkpoint"
+    for png in ("firing_rates.png", "qkv_rates.png", "attention_maps.png",
+                "quantization_error.png", "membrane.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"]({png})" in (out / "report.md").read_text()
+    e = rep["energy"]["reference"]
+    assert e["flops_first_conv"] == 4 * 8 * 8 * 8 * 9 and e["sops"] > 0
+    assert set(rep["energy"]["float"]) == set(e)
+    layers = rep["activity"]["layers"]
+    assert all(0 < layers[n]["rate_reference"] < 1 for n in layers if layers[n]["op"] != "sum")
+    assert all(layers[n]["membrane"]["v_max_fraction"] < 1 for n in layers
+               if layers[n]["op"] == "loihi_lif")
+    assert rep["resources"]["loihi2"]["off_chip"][1]["node"] == "blocks.0.attn.attention"
+    assert np.asarray(rep["attention_map"]["maps"]).shape == (4, 4, 16, 16)
+
+    # the same network as an artifact: no float model, identical reference measurements
+    from compiler.pipeline import compile_checkpoint
+    from compiler.serialize import save_graph
+    from spikformer_neuro.checkpoint import load_checkpoint
+    from spikformer_neuro.data import load_dataset
+    ckpt = load_checkpoint(DIGITS)
+    train, _ = load_dataset("digits", "train")
+    calib = torch.stack([train[i][0] for i in range(256)])
+    art = save_graph(compile_checkpoint(ckpt, calib).quantized, tmp_path / "digits.compiled")
+    proc = _report([art, "--samples", 12, "--json"])
+    assert proc.returncode == 0, proc.stderr
+    rep2 = json.loads(proc.stdout)
+    assert (tmp_path / "digits.compiled.report" / "report.json").is_file()
+    assert rep2["source"]["kind"] == "artifact" and rep2["energy"]["float"] is None
+    assert rep2["energy"]["reference"] == e
+    assert rep2["activity"]["qkv"] == rep["activity"]["qkv"]
+    # an earlier report may be replaced
+    assert _report([art, "--samples", 2, "-q"]).returncode == 0
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    cases = [([str(tmp_path / "missing.pth")], "does not exist"),
+             ([str(tmp_path)], "not a compiled artifact"),
+             ([str(DIGITS), "--samples", "0"], "--samples must be >= 1")]
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    cases.append(([str(junk), "-o", str(tmp_path / "r")], str(junk)))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    cases.append(([str(DIGITS), "-o", str(busy)], "not an earlier report"))
+    for argv, message in cases:
+        assert report_main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert (busy / "keep.txt").is_file()
+
+
+def test_docs_hold_the_generated_paper_tables():
+    from compiler.reports.paper import tables
+
+    assert tables() in (ROOT / "docs" / "reports.md").read_text()
