@@ -16,6 +16,12 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
+# The benchmark suite (docs/benchmarks.md): prints the table, writes runs/bench/suite.json and
+# runs/bench/scaling.png. BENCH_ARGS=--quick for the one-minute smoke run.
+.PHONY: bench
+bench: venv
+	$(PY) -m benchmarks.suite $(BENCH_ARGS)
+
 # Reproduce the shipped checkpoints (commands, times and accuracies are in the README):
 # float training, then quantization-aware fine-tuning on the Loihi integer grid.
 CKPT := spikformer_neuro/checkpoints

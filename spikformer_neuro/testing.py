@@ -45,7 +45,7 @@ def firing_model(name: str, seed: int = 0, bn_seed: Optional[int] = None,
 
 def densely_firing_model(cfg: SpikformerConfig, seed: int = 0) -> Spikformer:
     """Random weights and BN statistics drawn so that every LIF fires often (rates ~0.4-0.7 on
-    CIFAR 4-384): the recipe of the Lava backend tests and benchmarks/bench_lava.py."""
+    CIFAR 4-384): the recipe of the Lava backend tests and benchmarks/lava_speed.py."""
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
     with torch.no_grad():
