@@ -1,7 +1,7 @@
 """Calibration: what the quantizer learns from a few real input samples."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -23,15 +23,20 @@ def detect_input_grid(graph: Graph, x, max_levels: int = 255) -> Optional[int]:
     return detect_input_levels((x.astype(np.float64) - mean) / std, max_levels)
 
 
-def observed_synaptic_max(graph: Graph, x) -> Dict[str, float]:
-    """conv2d name -> the largest |W.x| (bias excluded) seen on the samples ``x`` (float run)."""
+def observed_synaptic_max(graph: Graph, x, batch_size: int = 32,
+                          progress: Callable = lambda it: it) -> Dict[str, float]:
+    """conv2d name -> the largest |W.x| (bias excluded) seen on the samples ``x`` (float run),
+    in batches (the float run records every conv's output: memory grows with the batch)."""
     convs = [n for n in graph.by_op("conv2d")]
-    result = run_float(graph, x, record=[n.name for n in convs], dtype=torch.float64)
-    out = {}
-    for node in convs:
-        y = result.outputs[node.name]
-        bias = node.params.get("bias")
-        if bias is not None:
-            y = y - torch.as_tensor(bias, dtype=y.dtype).reshape(1, 1, -1, 1, 1)
-        out[node.name] = float(y.abs().max())
+    out = {node.name: 0.0 for node in convs}
+    starts = range(0, len(x), batch_size)
+    for start in progress(starts):
+        result = run_float(graph, x[start:start + batch_size], record=list(out),
+                           dtype=torch.float64)
+        for node in convs:
+            y = result.outputs[node.name]
+            bias = node.params.get("bias")
+            if bias is not None:
+                y = y - torch.as_tensor(bias, dtype=y.dtype).reshape(1, 1, -1, 1, 1)
+            out[node.name] = max(out[node.name], float(y.abs().max()))
     return out

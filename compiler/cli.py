@@ -312,7 +312,9 @@ def run(args: argparse.Namespace) -> int:
     train_ds, _ = load_dataset(src.dataset, "train", args.data_dir, img_size=src.img_size,
                                time_steps=src.time_steps)
     calib_x, _ = _stack(train_ds, args.calibration_samples)
-    compiled = compile_graph(src.graph, calib_x, args.overflow, args.margin)
+    compiled = compile_graph(src.graph, calib_x, args.overflow, args.margin,
+                             lambda it: tqdm(it, desc="calibration", disable=not show,
+                                             leave=False))
 
     fid, lava, run_seconds = None, None, 0.0
     if not args.no_verify:

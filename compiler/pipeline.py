@@ -93,7 +93,8 @@ def prepare_float(graph: Graph) -> Graph:
 
 
 def compile_graph(graph: Graph, calibration_x: Optional[torch.Tensor],
-                  overflow: str = "worst-case", margin: float = 2.0) -> Compiled:
+                  overflow: str = "worst-case", margin: float = 2.0,
+                  progress: Callable = lambda it: it) -> Compiled:
     """Float passes, calibration (input grid; observed maxima if calibrated), quantize."""
     start = time.perf_counter()
     folded = prepare_float(graph)
@@ -101,7 +102,7 @@ def compile_graph(graph: Graph, calibration_x: Optional[torch.Tensor],
     if calibration_x is not None and len(calibration_x):
         levels = detect_input_grid(folded, calibration_x)
         if overflow == "calibrated":
-            observed = observed_synaptic_max(folded, calibration_x)
+            observed = observed_synaptic_max(folded, calibration_x, progress=progress)
     if "loihi_hints" in folded.meta:
         levels = None  # QAT fixed the input encoding; quantize takes it from the hints
     q = quantize(folded, observed, QuantizeOptions(overflow=overflow, margin=margin,
