@@ -8,8 +8,9 @@ its peak resident set: the larger of its own ``VmHWM`` and its reaped children's
 ``ru_maxrss`` (Lava's worker processes), i.e. the largest single process of this
 measurement. The parent's ``os.wait4`` ``ru_maxrss`` cannot be used: Linux carries a
 process's maximum RSS across ``execve``, so a child forked from a large parent (a pytest
-process with torch and Lava imported) would report the parent's size. The child runs in its own session so that a timeout kills its Lava
-workers too; its stdout goes to the parent's stderr so that the parent's table stays clean.
+process with torch and Lava imported) would report the parent's size. The child runs in its
+own session so that a timeout kills its Lava workers too; its stdout goes to the parent's
+stderr so that the parent's table stays clean.
 """
 from __future__ import annotations
 
