@@ -318,3 +318,16 @@ def test_lava_mismatch_exits_3_and_writes_no_artifact(tmp_path, capsys, monkeypa
     assert "differs from the reference executor" in proc.stderr and "1 spike values" in proc.stderr
     assert not (tmp_path / "art").exists()
     assert json.loads((tmp_path / "r.json").read_text())["mismatches"]["spikes"] == 1
+
+
+def test_hints_of_another_model_are_refused(tmp_path, capsys):
+    """QAT hints naming a layer the model does not have (a checkpoint edited or assembled
+    from two models) are an error, not silently half-used."""
+    from spikformer_neuro.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(DIGITS)
+    hints = {**ckpt.quantization, "vth": {**ckpt.quantization["vth"], "blocks.7.mlp.fc1.lif": 40}}
+    save_checkpoint(tmp_path / "model.pth", model=ckpt.build_model(), dataset=ckpt.dataset,
+                    class_names=list(ckpt.class_names), quantization=hints)
+    proc = compile_main(tmp_path, capsys, "--samples", "8", model=tmp_path / "model.pth")
+    _assert_clean_failure(tmp_path, proc, "blocks.7.mlp.fc1.lif", "another model")

@@ -556,3 +556,23 @@ def test_attention_lif_must_be_the_paper_lif(micro):
     g["blocks.0.attn.attn_lif"].attrs["spike_if"] = ">"
     with pytest.raises(IRError, match=r"layer 'blocks.0.attn.attn_lif' \(lif\).*paper"):
         quantize(g)
+
+
+@pytest.mark.parametrize("bias", [(0.0, 0.0, 0.3, -0.2), (0.0, 0.0, 0.0, 0.0)])
+def test_all_zero_head_weights_keep_the_bias_argmax(bias):
+    """A head whose weights are all zero predicts argmax(bias): its integer bias must keep
+    that order (and stay finite) instead of being scaled by 127 / 1e-30."""
+    model = micro_model("test-micro")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[:len(bias)] = torch.tensor(bias)
+    folded = float_passes(model_to_ir(model))
+    head = quantize(folded).by_op("affine")[0]
+    assert not head.params["weight"].any()
+    b_int = head.params["bias"]
+    assert np.abs(b_int).max() < 2 ** 31
+    assert np.array_equal(np.sign(b_int), np.sign(folded.by_op("affine")[0].params["bias"]))
+    x = micro_inputs(model.cfg, 3, seed=5)
+    assert np.array_equal(run_reference(quantize(folded), x).predictions,
+                          run_float(folded, x).logits.argmax(1).numpy())

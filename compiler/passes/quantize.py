@@ -247,6 +247,11 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
     bounds: Dict[str, float] = {}
     pending_lif: Dict[str, dict] = {}  # LIF name -> integer parameters chosen with its conv
     hints: Dict[str, int] = dict(graph.meta.get("loihi_hints", {}).get("vth", {}))
+    unknown = sorted(set(hints) - {n.name for n in graph.by_op("lif")})
+    if unknown:  # hints of another model: using the rest would mix two grids
+        raise IRError(f"the quantization hints name LIF layer(s) {unknown} that this graph does "
+                      "not have: they belong to another model; re-run QAT (spikeform-train "
+                      "--qat) on this model or save the checkpoint without hints")
 
     def emit(node: Node) -> None:
         out.add(node)
@@ -352,7 +357,10 @@ def _is_graded(graph: Graph, inputs) -> bool:
 def _quantize_head(node: Node, tokens_times_steps: int) -> Node:
     w = node.params["weight"].astype(np.float64)
     b = node.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
-    s_h = WEIGHT_MANT_MAX / max(float(np.abs(w).max()), 1e-30)
+    # The head's scale only has to keep the argmax: weights fill the 8-bit range; an
+    # all-zero weight matrix (the prediction is the argmax of the bias) scales the bias instead.
+    w_max, b_max = float(np.abs(w).max(initial=0.0)), float(np.abs(b).max(initial=0.0))
+    s_h = WEIGHT_MANT_MAX / (w_max if w_max > 0 else b_max if b_max > 0 else WEIGHT_MANT_MAX)
     return Node(node.name, "affine", node.inputs, node.shape,
                 {"weight": np.round(w * s_h).astype(np.int8),
                  "bias": np.round(b * s_h * tokens_times_steps).astype(np.int64)},
