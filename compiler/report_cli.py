@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from spikformer_neuro.checkpoint import CheckpointError, load_checkpoint
+from spikformer_neuro.checkpoint import CheckpointError
 from spikformer_neuro.data import DatasetError, load_dataset
 from spikformer_neuro.loihi_grid import GridError
 
@@ -41,7 +41,8 @@ class ReportError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikeform-report", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="checkpoint (model.pth) or compiled artifact directory")
+    p.add_argument("model", help="checkpoint (model.pth), NIR file written by spikeform-compile "
+                                 "--target nir, or compiled artifact directory")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                    help="test samples to measure on (the first N of the test split)")
     p.add_argument("--data-dir", help="directory holding the data set files")
@@ -99,25 +100,30 @@ def _load_source(args):
         if quantized.meta.get("stage") != "quantized":
             raise ReportError(f"{path}: the graph is at stage {quantized.meta.get('stage')!r}, "
                               "not 'quantized'; report a spikeform-compile artifact")
-        cfg = quantized.meta.get("config") or {}
         dataset = quantized.meta.get("dataset")
         if not dataset:
             raise ReportError(f"{path}: the artifact names no data set to measure on")
-        test_ds, _ = load_dataset(dataset, "test", args.data_dir, img_size=cfg.get("img_size"),
-                                  time_steps=cfg.get("time_steps"))
+        # from the graph itself: artifacts compiled from NIR files carry no model config
+        test_ds, _ = load_dataset(dataset, "test", args.data_dir,
+                                  img_size=int(quantized.input_node.shape[1]),
+                                  time_steps=int(quantized.meta["time_steps"]))
         return quantized, None, {"kind": "artifact", "path": str(path)}, test_ds
-    from .pipeline import compile_checkpoint  # imports the model code: checkpoints only
+    from .nir import is_nir_file, is_spikeform_nir
+    from .pipeline import compile_graph, load_source  # imports the model code: sources only
 
-    ckpt = load_checkpoint(path)
-    cfg = ckpt.config
-    train_ds, _ = load_dataset(ckpt.dataset, "train", args.data_dir, img_size=cfg.img_size,
-                               time_steps=cfg.time_steps)
+    if is_nir_file(path) and not is_spikeform_nir(path):
+        raise ReportError(f"{path} is a NIR graph from another toolchain: compile it first "
+                          "(spikeform-compile FILE.nir --nir-convention ... --time-steps T "
+                          "--dataset NAME --target reference -o ART), then report on ART")
+    src = load_source(path)
+    train_ds, _ = load_dataset(src.dataset, "train", args.data_dir, img_size=src.img_size,
+                               time_steps=src.time_steps)
     n = min(args.calibration_samples, len(train_ds))
     calib = torch.stack([train_ds[i][0] for i in range(n)]) if n else None
-    compiled = compile_checkpoint(ckpt, calib, args.overflow, args.margin)
-    test_ds, _ = load_dataset(ckpt.dataset, "test", args.data_dir, img_size=cfg.img_size,
-                              time_steps=cfg.time_steps)
-    source = {"kind": "checkpoint", "path": str(path), "overflow": args.overflow,
+    compiled = compile_graph(src.graph, calib, args.overflow, args.margin)
+    test_ds, _ = load_dataset(src.dataset, "test", args.data_dir, img_size=src.img_size,
+                              time_steps=src.time_steps)
+    source = {"kind": src.kind, "path": str(path), "overflow": args.overflow,
               "calibration_samples": n}
     return compiled.quantized, compiled.float_graph, source, test_ds
 
@@ -164,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.margin > 0:
         raise ReportError(f"--margin must be > 0, got {args.margin}")
     src = Path(args.model)
-    default = src.parent / f"{src.name.removesuffix('.pth')}.report"
+    default = src.parent / f"{src.name.removesuffix('.pth').removesuffix('.nir')}.report"
     out_dir = Path(args.output) if args.output else default
     if out_dir.resolve() == src.resolve():
         raise ReportError(f"output {out_dir} is the input; choose another -o/--output")

@@ -76,7 +76,8 @@ def graph_from_bytes(graph_json: bytes, tensors: bytes, source: str = "<memory>"
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise bad(f"{GRAPH_FILE} is not valid JSON ({e}); recompile the network") from None
     if not isinstance(doc, dict) or doc.get("format") != IR_FORMAT:
-        raise bad(f"not a spikformer-neuro graph (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise bad(f"not a spikformer-neuro graph (format {found!r})")
     if doc.get("version") != IR_VERSION:
         raise bad(f"graph format version {doc.get('version')} is not supported "
                   f"(this compiler reads version {IR_VERSION}); recompile with this version")

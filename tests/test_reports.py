@@ -227,6 +227,38 @@ def test_cli_checkpoint_and_artifact(tmp_path):
     assert _report([art, "--samples", 2, "-q"]).returncode == 0
 
 
+def test_cli_on_our_nir_export_equals_the_checkpoint(tmp_path, capsys):
+    """A .nir file written by spikeform-compile --target nir compiles to the same quantized
+    graph (byte-identical round trip), so its report measures exactly the same energy."""
+    from compiler.cli import main as compile_main
+
+    nir_file = tmp_path / "digits.nir"
+    assert compile_main([str(DIGITS), "--target", "nir", "-o", str(nir_file), "-q"]) == 0
+    reports = []
+    for src in (DIGITS, nir_file):
+        out = tmp_path / f"{src.suffix[1:]}.report"
+        assert report_main([str(src), "--samples", "6", "-o", str(out), "-q"]) == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+    assert reports[1]["source"]["kind"] == "nir"
+    assert reports[1]["energy"]["reference"] == reports[0]["energy"]["reference"]
+    ref_rates = [{n: layer["rate_reference"] for n, layer in r["activity"]["layers"].items()}
+                 for r in reports]
+    assert ref_rates[0] == ref_rates[1]
+    # The float rates may differ in a few spikes: the checkpoint's float graph mirrors the
+    # PyTorch model (BatchNorm unfolded), the file holds the folded graph, whose float32
+    # rounding differs. Both are measured, neither is assumed.
+    assert reports[1]["energy"]["float"]["energy_mJ"] == pytest.approx(
+        reports[0]["energy"]["float"]["energy_mJ"], rel=1e-3)
+
+
+def test_cli_refuses_foreign_nir_with_the_compile_first_hint(tmp_path, capsys):
+    fixture = ROOT / "tests" / "fixtures" / "nir" / "snntorch_digits_mlp.nir"
+    assert report_main([str(fixture), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert str(fixture) in err and "compile it first" in err and "--nir-convention" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_bad_input_exits_2(tmp_path, capsys):
     cases = [([str(tmp_path / "missing.pth")], "does not exist"),
              ([str(tmp_path)], "not a compiled artifact"),

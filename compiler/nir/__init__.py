@@ -86,6 +86,12 @@ def read_nir_graph(path: Union[str, Path]):
         raise IRError(f"{path}: NIR cannot load this graph: {detail}") from None
 
 
+def is_spikeform_nir(path: Union[str, Path]) -> bool:
+    """Whether a readable ``.nir`` file was written by our exporter (it states its own
+    convention, time steps and data set)."""
+    return dialect.KEY_FORMAT in (read_nir_graph(path).metadata or {})
+
+
 def read_nir_file(path: Union[str, Path], *, convention: Optional[str] = None,
                   dt: Optional[float] = None, time_steps: Optional[int] = None,
                   dataset: Optional[str] = None) -> Graph:
@@ -125,10 +131,6 @@ def read_nir_file(path: Union[str, Path], *, convention: Optional[str] = None,
     if time_steps is None:
         raise IRError(f"{path}: a NIR graph from another toolchain does not say how many time "
                       "steps to run: pass --time-steps T")
-    try:
-        from .foreign import foreign_nir_to_ir
-    except ImportError as e:
-        raise IRError(f"{path}: reading NIR graphs from other toolchains needs "
-                      f"compiler/nir/foreign.py, which is not available ({e})") from None
+    from .foreign import foreign_nir_to_ir
     return foreign_nir_to_ir(graph, convention=convention, time_steps=int(time_steps),
                              dataset=dataset, dt=dt, source=str(path))
