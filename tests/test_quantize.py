@@ -576,3 +576,16 @@ def test_all_zero_head_weights_keep_the_bias_argmax(bias):
     x = micro_inputs(model.cfg, 3, seed=5)
     assert np.array_equal(run_reference(quantize(folded), x).predictions,
                           run_float(folded, x).logits.argmax(1).numpy())
+
+
+def test_graded_values_beyond_int32_ports_are_refused():
+    """Lava's ports carry int32 and sum their fan-in in int32, while the reference adds in
+    int64: a graded stream that could reach 2^31 must be refused, not wrap in Lava only."""
+    from compiler.passes.quantize import PORT_LIMIT, check_port_range
+
+    node = Node("blocks.9.residual", "sum", ["a", "b"], (4, 2, 2))
+    assert check_port_range(node, PORT_LIMIT - 1) == PORT_LIMIT - 1
+    with pytest.raises(IRError, match=r"blocks\.9\.residual.*int32"):
+        check_port_range(node, PORT_LIMIT)
+    lif = Node("x.lif", "loihi_lif", ["a"], (4, 2, 2))  # spikes: bound 1, never checked here
+    assert check_port_range(lif, 1.0) == 1.0

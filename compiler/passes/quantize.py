@@ -92,6 +92,21 @@ def node_bound(graph: Graph, node: Node, bounds: Dict[str, float]) -> float:
     raise _fail(node, "no value-range rule for this op")
 
 
+# Graded values travel between Lava processes as int32 messages, and a port sums its fan-in
+# in int32 (the reference adds in int64): a value that could reach 2^31 would wrap in Lava only.
+PORT_LIMIT = 2 ** 31
+GRADED_PORT_OPS = ("sum", "sumpool2d", "spiking_attention", "token_time_sum")
+
+
+def check_port_range(node: Node, bound: float) -> float:
+    """``bound`` if the node's values fit Lava's int32 messages, else an IRError."""
+    if node.op in GRADED_PORT_OPS and bound >= PORT_LIMIT:
+        raise _fail(node, f"its values can reach {bound:.6g}, beyond the int32 messages (and "
+                          "int32 fan-in sums) of Lava's ports; the network is too deep or wide "
+                          "for exact integer residual/attention streams")
+    return bound
+
+
 def value_bounds(graph: Graph) -> Dict[str, float]:
     """``node_bound`` of every node of a quantized graph."""
     bounds: Dict[str, float] = {}
@@ -255,7 +270,7 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
 
     def emit(node: Node) -> None:
         out.add(node)
-        bounds[node.name] = node_bound(out, node, bounds)
+        bounds[node.name] = check_port_range(node, node_bound(out, node, bounds))
 
     for node in graph:
         if node.op == "input":
