@@ -134,7 +134,8 @@ def _write_artifact(out_dir: Path, compiled: Compiled, report: dict) -> None:
     try:
         save_graph(compiled.quantized, build)
         write_atomic(build / REPORT_FILE, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
-        replace_directory_atomic(build, out_dir)
+        replace_directory_atomic(build, out_dir,
+                                 replaceable=lambda d: (d / GRAPH_FILE).is_file())
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise

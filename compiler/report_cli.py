@@ -136,7 +136,7 @@ def _write_report_dir(out_dir: Path, report: dict, pngs) -> None:
         write_atomic(build / REPORT_JSON,
                      (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
         write_atomic(build / REPORT_MD, markdown.render(report).encode())
-        replace_directory_atomic(build, out_dir)
+        replace_directory_atomic(build, out_dir, replaceable=_is_report_dir)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise

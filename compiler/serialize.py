@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Callable, Dict, Union
 
 import numpy as np
 
@@ -158,10 +158,18 @@ def load_graph(directory: Union[str, Path]) -> Graph:
                             (directory / TENSOR_FILE).read_bytes(), str(directory))
 
 
-def replace_directory_atomic(build: Path, target: Path) -> None:
-    """Move a fully written ``build`` directory to ``target``, replacing any old one."""
+def replace_directory_atomic(build: Path, target: Path, *,
+                             replaceable: Callable[[Path], bool]) -> None:
+    """Move a fully written ``build`` directory to ``target``, replacing an old one only when
+    it is empty or ``replaceable(target)`` says it is an earlier output of the same kind:
+    anything else would be deleted, so it is refused (FileExistsError) even if a caller's
+    earlier check passed and the directory changed since."""
     target = Path(target)
     old = None
+    if target.exists() and not (target.is_dir() and (not any(target.iterdir())
+                                                     or replaceable(target))):
+        raise FileExistsError(f"{target} exists and is not an earlier output of this command; "
+                              "refusing to replace (and delete) it: choose another output")
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)

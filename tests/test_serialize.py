@@ -225,3 +225,34 @@ def test_unserialisable_values_are_refused(graph):
         graph_to_bytes(g)
     j, t = graph_to_bytes(graph)
     assert graph_to_bytes(graph_from_bytes(j, t)) == (j, t)
+
+
+def test_replace_directory_refuses_what_it_would_destroy(tmp_path):
+    """The swap itself guards the target, whatever a caller checked earlier."""
+    def build(name: str):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "new.txt").write_text("new")
+        return d
+
+    is_earlier = lambda d: (d / "marker").is_file()  # noqa: E731
+    target = tmp_path / "out"
+    serialize.replace_directory_atomic(build("b1"), target, replaceable=is_earlier)  # absent
+    assert (target / "new.txt").read_text() == "new"
+    (target / "marker").write_text("")
+    serialize.replace_directory_atomic(build("b2"), target, replaceable=is_earlier)  # earlier
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    (target / "precious.txt").write_text("keep")  # no marker: not an earlier output
+    b3 = build("b3")
+    with pytest.raises(FileExistsError, match="refusing to replace"):
+        serialize.replace_directory_atomic(b3, target, replaceable=is_earlier)
+    assert (target / "precious.txt").read_text() == "keep" and b3.is_dir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    serialize.replace_directory_atomic(b3, empty, replaceable=is_earlier)  # empty: allowed
+    assert (empty / "new.txt").is_file()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(FileExistsError):
+        serialize.replace_directory_atomic(build("b4"), afile, replaceable=is_earlier)
+    assert afile.read_text() == "x"
