@@ -25,7 +25,7 @@ bench: venv
 # Reproduce the shipped checkpoints (commands, times and accuracies are in the README):
 # float training, then quantization-aware fine-tuning on the Loihi integer grid.
 CKPT := spikformer_neuro/checkpoints
-TRAIN := .venv/bin/spikeform-train --seed 0 --threads 2 -q
+TRAIN := .venv/bin/spikeform-train --seed 0 --threads 2 -q --val-fraction 0
 
 checkpoints: checkpoint-digits checkpoint-fmnist
 

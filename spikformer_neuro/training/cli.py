@@ -4,8 +4,10 @@
     spikeform-train --list-configs
     torchrun --nproc_per_node 4 -m spikformer_neuro.training.cli --config ... (DDP)
 
-The best checkpoint (highest test accuracy) goes to --out; the latest epoch, with optimizer,
-scheduler and RNG state, to <out>.last.pth, which --resume continues from.
+The best checkpoint goes to --out: the epoch with the highest accuracy on a validation split
+held out of the training set (--val-fraction), so that the test accuracy it reports was not
+used to choose it. The latest epoch, with optimizer, scheduler and RNG state, goes to
+<out>.last.pth, which --resume continues from (on the same validation split).
 """
 from __future__ import annotations
 
@@ -23,11 +25,22 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import ConfigError, SpikformerConfig
 from ..data import DatasetError, dataset_names, load_dataset
+from ..data.split import (
+    dataset_labels,
+    indices_digest,
+    stratified_split,
+    without_augmentation,
+)
 from ..loihi_grid import detect_input_levels
 from ..model import build_model, count_parameters
 from ..qat import disable_qat, enable_qat, snap_to_grid
 from ..zoo import config_names, get_config
-from .distributed import DistContext, init_distributed, shutdown_distributed
+from .distributed import (
+    DistContext,
+    init_distributed,
+    same_on_every_rank,
+    shutdown_distributed,
+)
 from .engine import evaluate, train_one_epoch
 from .schedule import warmup_cosine
 
@@ -62,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--no-augment", action="store_true", help="disable training augmentation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                   help="hold out this fraction of the training samples (stratified, drawn with "
+                        "--seed) to choose the best checkpoint; 0: no validation split, the "
+                        "best checkpoint is chosen by test accuracy (optimistic)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
@@ -120,11 +137,78 @@ def _last_path(out: Path) -> Path:
     return out.with_name(out.stem + ".last.pth")
 
 
+def _validation_split(args: argparse.Namespace, train_ds, ctx: DistContext,
+                      device: torch.device):
+    """(training part, validation part or None, record of the split or None).
+
+    The record (fraction, seed, sizes, digest of the held-out positions) goes into the
+    checkpoint's train_args, so that --resume can prove it continues on the same split."""
+    fraction = args.val_fraction
+    if fraction == 0.0:
+        return train_ds, None, None
+    train_idx, val_idx = stratified_split(dataset_labels(train_ds), fraction, args.seed)
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        raise TrainError(f"--val-fraction {fraction} of {len(train_ds)} training samples leaves "
+                         f"{len(train_idx)} to train on and {len(val_idx)} to validate on; "
+                         "use more training samples (--train-subset), another fraction, or "
+                         "--val-fraction 0")
+    digest = indices_digest(val_idx)
+    record = {"val_fraction": float(fraction), "seed": int(args.seed),
+              "train_size": len(train_idx), "val_size": len(val_idx),
+              "val_indices_sha256": digest}
+    # Each process draws the split itself; a process that read other data files (a node
+    # with a different copy of the data set) would silently validate on other samples.
+    if not same_on_every_rank(int(digest[:15], 16), ctx, device):
+        raise TrainError("the training processes drew different validation splits from the "
+                         "same --val-fraction and --seed, so their training sets differ; give "
+                         "every process identical data set files (--data-dir)")
+    return (Subset(train_ds, train_idx.tolist()),
+            Subset(without_augmentation(train_ds), val_idx.tolist()), record)
+
+
+def _describe_split(record: Optional[dict]) -> str:
+    if record is None:
+        return "no validation split (--val-fraction 0, best checkpoint chosen on the test split)"
+    return (f"--val-fraction {record['val_fraction']} --seed {record['seed']} "
+            f"({record['train_size']} train / {record['val_size']} validation samples, "
+            f"validation indices sha256 {record['val_indices_sha256'][:16]})")
+
+
+def _check_resume_split(path: str, saved: Optional[dict], current: Optional[dict]) -> None:
+    """Refuse to resume on another split: samples chosen on before would be trained on (or
+    the reverse), and the best accuracy carried over would compare different sample sets."""
+    if saved == current:
+        return
+    fix = ("--val-fraction 0" if saved is None else
+           f"--val-fraction {saved['val_fraction']} --seed {saved['seed']} and the same "
+           "--train-subset and data set files")
+    raise TrainError(f"{path} was trained with {_describe_split(saved)}, but this run would use "
+                     f"{_describe_split(current)}; a resumed run must keep its validation "
+                     f"split. Resume with {fix}, or start a new run without --resume")
+
+
+def _warn(message: str) -> None:
+    print(f"spikeform-train: warning: {message}", flush=True)
+
+
+def _warn_if_init_split_differs(path: str, init, dataset: str, split: dict) -> None:
+    """Fine-tuning a model that was trained on this run's validation samples makes validation
+    accuracy, and so the choice of the best checkpoint, optimistic."""
+    saved = init.train_args.get("validation_split")
+    if init.dataset == dataset and saved != split:
+        _warn(f"--init {path} was trained with {_describe_split(saved)}, not with this run's "
+              f"{_describe_split(split)}: it may have trained on this run's validation samples, "
+              "so validation accuracy is optimistic; train it on the same split to avoid that")
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.config or not args.dataset:
         raise TrainError("--config and --dataset are required (or use --list-configs)")
     if args.epochs < 1:
         raise TrainError(f"--epochs must be >= 1, got {args.epochs}")
+    if not 0.0 <= args.val_fraction < 1.0:  # also refuses nan
+        raise TrainError(f"--val-fraction must be in [0, 1), got {args.val_fraction}; 0.1 holds "
+                         "out 10 % of the training samples, 0 selects on the test split")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _pick_device(args.device)
@@ -162,6 +246,9 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
                               time_steps=cfg.time_steps)
     _check_matches(cfg, info)
     train_ds, test_ds = _subset(train_ds, args.train_subset), _subset(test_ds, args.test_subset)
+    train_ds, val_ds, split = _validation_split(args, train_ds, ctx, device)
+    if resume is not None:
+        _check_resume_split(args.resume, resume.train_args.get("validation_split"), split)
 
     model = build_model(cfg).to(device)
     if resume is not None:
@@ -184,6 +271,9 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
                               pin_memory=device.type == "cuda")
     test_loader = DataLoader(test_ds, batch_size=max(args.batch_size, 256),
                              num_workers=args.workers)
+    val_loader = None if val_ds is None else DataLoader(
+        val_ds, batch_size=max(args.batch_size, 256), num_workers=args.workers)
+    chosen_by = "test_accuracy" if val_ds is None else "val_accuracy"
 
     amp = device.type == "cuda" and not args.no_amp
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -192,7 +282,7 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
                               args.epochs * steps_per_epoch, args.min_lr / args.lr)
     scaler = torch.cuda.amp.GradScaler() if amp else None
 
-    start_epoch, best = 0, -1.0
+    start_epoch, best, best_epoch, test_at_best = 0, -1.0, 0, None
     if resume is not None:
         state = resume.training_state
         optimizer.load_state_dict(state["optimizer"])
@@ -202,41 +292,62 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
         torch.set_rng_state(state["torch_rng"])
         loader_gen.set_state(state["loader_rng"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best_accuracy"])
+        best_epoch, test_at_best = int(state.get("best_epoch", 0)), state.get("test_at_best")
 
     log_path = Path(args.log) if args.log else out.with_name(out.stem + ".log.jsonl")
     train_args = {k: v for k, v in vars(args).items() if v is not None}
+    if split is not None:
+        train_args["validation_split"] = split
     show = ctx.is_main and not args.quiet
     if ctx.is_main:
+        sizes = (f"{len(train_ds)} train / "
+                 f"{'' if val_ds is None else f'{len(val_ds)} val / '}{len(test_ds)} test")
         print(f"spikeform-train: {cfg.name} ({count_parameters(model) / 1e6:.3f}M parameters) on "
-              f"{info.name} [{len(train_ds)} train / {len(test_ds)} test] on {device}"
+              f"{info.name} [{sizes}] on {device}"
               f"{f' x{ctx.world_size} processes' if ctx.enabled else ''}, AMP {'on' if amp else 'off'}",
               flush=True)
+        if split is None:
+            _warn("--val-fraction 0: the best checkpoint is chosen by TEST accuracy, so the test "
+                  "accuracy it reports is optimistic (selected on the test split); hold out a "
+                  "validation split with --val-fraction 0.1 for an unbiased estimate")
+        elif args.init and resume is None:
+            _warn_if_init_split_differs(args.init, init, info.name, split)
     for epoch in range(start_epoch, args.epochs):
         qat = qat_start is not None and epoch + 1 >= qat_start
         if qat and model.fake_quant_head is None:
             enable_qat(model, qat_levels)
             if epoch + 1 == qat_start:
-                best = -1.0  # the shipped checkpoint must lie on the grid
+                # The shipped checkpoint must lie on the grid: only QAT epochs compete.
+                best, best_epoch, test_at_best = -1.0, 0, None
         if sampler is not None:
             sampler.set_epoch(epoch)
         train = train_one_epoch(train_model, train_loader, optimizer, scheduler, scaler, device,
                                 label_smoothing=args.label_smoothing, amp=amp, ctx=ctx,
                                 desc=f"epoch {epoch + 1}/{args.epochs}", show_progress=show)
         if ctx.is_main:
+            val = None if val_loader is None else evaluate(model, val_loader, device, amp=amp,
+                                                            desc="val", show_progress=show)
+            # Evaluated and logged every epoch, but never used to choose the checkpoint when a
+            # validation split exists.
             test = evaluate(model, test_loader, device, amp=amp, show_progress=show)
             record = {"epoch": epoch + 1, "train_loss": train["loss"],
-                      "train_accuracy": train["accuracy"], "test_loss": test["loss"],
+                      "train_accuracy": train["accuracy"],
+                      **({} if val is None else {"val_loss": val["loss"],
+                                                 "val_accuracy": val["accuracy"]}),
+                      "test_loss": test["loss"],
                       "test_accuracy": test["accuracy"], "lr": scheduler.get_last_lr()[0],
                       "train_seconds": train["seconds"],
                       "train_samples_per_s": train["samples_per_s"], "time": time.time()}
-            improved = test["accuracy"] > best
-            best = max(best, test["accuracy"])
+            improved = record[chosen_by] > best
+            if improved:
+                best, best_epoch, test_at_best = record[chosen_by], epoch + 1, test["accuracy"]
             metrics = {**{k: v for k, v in record.items() if k != "time"},
-                       "best_test_accuracy": best}
+                       f"best_{chosen_by}": best, "selected_by": chosen_by}
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict() if scaler is not None else None,
                      "torch_rng": torch.get_rng_state(), "loader_rng": loader_gen.get_state(),
-                     "epoch": epoch, "best_accuracy": best}
+                     "epoch": epoch, "best_accuracy": best, "best_epoch": best_epoch,
+                     "test_at_best": test_at_best}
             common = dict(model=model, dataset=info.name, class_names=list(info.class_names),
                           train_args=train_args)
             if improved:
@@ -253,11 +364,19 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
                 f.write(json.dumps(record) + "\n")
             print(f"epoch {epoch + 1}/{args.epochs}: train loss {train['loss']:.4f} "
                   f"acc {train['accuracy']:.4f} ({train['samples_per_s']:.0f} samples/s) | "
-                  f"test loss {test['loss']:.4f} acc {test['accuracy']:.4f}"
+                  + ("" if val is None else
+                     f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f} | ")
+                  + f"test loss {test['loss']:.4f} acc {test['accuracy']:.4f}"
                   f"{' (best, saved)' if improved else ''}", flush=True)
         ctx.barrier()
     if ctx.is_main:
-        print(f"best test accuracy {best:.4f}; checkpoint {out}", flush=True)
+        if val_ds is None:
+            print(f"best test accuracy {best:.4f}; checkpoint {out} (chosen on the test split: "
+                  "its test accuracy is optimistic)", flush=True)
+        else:
+            at_best = "" if test_at_best is None else f", test accuracy {test_at_best:.4f}"
+            print(f"best validation accuracy {best:.4f} (epoch {best_epoch}{at_best}); "
+                  f"checkpoint {out}", flush=True)
     return 0
 
 

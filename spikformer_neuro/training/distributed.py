@@ -51,3 +51,13 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.enabled:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def same_on_every_rank(value: int, ctx: DistContext, device: torch.device) -> bool:
+    """Whether every process holds the same ``value`` (an int below 2**62), e.g. a digest of
+    the data split each one derived on its own; True without a process group."""
+    if not ctx.enabled:
+        return True
+    both = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)  # max(v) and -min(v) in one collective
+    return int(both[0]) == -int(both[1])
