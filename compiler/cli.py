@@ -30,6 +30,7 @@ from spikformer_neuro.checkpoint import CheckpointError
 from spikformer_neuro.data import DatasetError, load_dataset
 from spikformer_neuro.loihi_grid import GridError
 
+from .exit_codes import run_with_exit_codes
 from .ir import IRError
 from .nir import CONVENTIONS
 from .pipeline import Compiled, Fidelity, Source, compile_graph, load_source, measure_fidelity
@@ -412,35 +413,23 @@ def _verify_lava_float(compiled: Compiled, test_ds, show: bool) -> dict:
     models, compared with the float executor (float64): every spike, prediction and logit."""
     from deploy.lava.verify import verify_float_against_float_exec
 
-    from .pipeline import prepare_float
-
     x, y = _stack(test_ds, len(test_ds))
     with tqdm(desc=f"Lava ({FLOAT_LAVA_TARGET})", unit="step", disable=not show,
               leave=False) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
-        check = verify_float_against_float_exec(prepare_float(compiled.float_graph), x,
-                                                progress=progress)
+        check = verify_float_against_float_exec(compiled.folded, x, progress=progress)
     return _lava_summary(check, y, compared_with="float_exec")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (CompileError, CheckpointError, DatasetError, IRError, GridError) as e:
-        print(f"spikeform-compile: error: {e}", file=sys.stderr)
-        return 2
-    except VerificationError as e:
-        print(f"spikeform-compile: verification failed: {e}", file=sys.stderr)
-        return EXIT_MISMATCH
-    except OSError as e:  # e.g. an unwritable output location
-        print(f"spikeform-compile: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("spikeform-compile: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    # OSError: e.g. an unwritable output location
+    return run_with_exit_codes(
+        "spikeform-compile", lambda: run(args),
+        (CompileError, CheckpointError, DatasetError, IRError, GridError, OSError),
+        failures=[(VerificationError, "verification failed", EXIT_MISMATCH)])
 
 
 if __name__ == "__main__":

@@ -240,6 +240,14 @@ def lif_reset_due(time_step: int, reset_interval: int,
     return time_step % reset_interval == reset_offset % reset_interval
 
 
+def lif_voltage(v: np.ndarray, u_new: np.ndarray, params: LifParams) -> np.ndarray:
+    """v' of a LIF step before threshold and reset (int64 arrays, state after any reset):
+    ``clip_signed(wrap32(decay(v, 4096 - dv) + u' + (bias_mant << bias_exp)), 24)`` -- the
+    largest value the 24-bit register holds in that step."""
+    decayed_v = _decay(v, DECAY_UNITY - params.dv)
+    return clip_signed(wrap_signed(decayed_v + u_new + params.effective_bias, 32), UV_BITS)
+
+
 def lif_step(u, v, a_in, params: LifParams, reset_mask=None):
     """One time step of ``PyLifModelBitAcc`` (or ``PyLifResetModelBitAcc``).
 
@@ -297,10 +305,7 @@ def lif_step(u, v, a_in, params: LifParams, reset_mask=None):
     decayed_u = _decay(u, DECAY_UNITY - (params.du + 1))
     act = wrap_signed(a_in << ACT_SHIFT, 32)
     u_new = wrap_lif_current(wrap_signed(decayed_u + act, 32))
-    # voltage
-    decayed_v = _decay(v, DECAY_UNITY - params.dv)
-    v_new = clip_signed(
-        wrap_signed(decayed_v + u_new + params.effective_bias, 32), UV_BITS)
+    v_new = lif_voltage(v, u_new, params)
     spikes = v_new > params.effective_vth
     v_new = np.where(spikes, 0, v_new)
     return u_new, v_new, spikes

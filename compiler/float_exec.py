@@ -65,9 +65,9 @@ import torch.nn.functional as F
 
 from spikformer_neuro.neuron import lif_multistep
 
-from .ir import Graph, IRError, Node
+from .ir import Graph, IRError, Node, lif_attrs
 
-__all__ = ["FloatResult", "run_float", "FLOAT_OPS", "lif_attrs"]
+__all__ = ["FloatResult", "run_float", "FLOAT_OPS"]
 
 FLOAT_OPS = frozenset({"input", "conv2d", "batchnorm", "lif", "maxpool2d", "sumpool2d",
                        "threshold", "spiking_attention", "sum", "token_time_mean", "affine",
@@ -115,25 +115,6 @@ def _pair(v, where: str, key: str) -> Tuple[int, int]:
 
 def _where(node: Node) -> str:
     return f"node '{node.name}' ({node.op})"
-
-
-SPIKE_RULES = (">=", ">")
-
-
-def lif_attrs(node: Node) -> Tuple[float, float, float, str]:
-    """(tau, v_threshold, r, spike_if) of a ``lif`` node; missing optional attrs are the
-    paper's LIF (r = 1, fire on >=), so older graphs keep their meaning."""
-    where = _where(node)
-    tau, theta = float(node.attrs["tau"]), float(node.attrs["v_threshold"])
-    r = float(node.attrs.get("r", 1.0))
-    rule = node.attrs.get("spike_if", ">=")
-    if rule not in SPIKE_RULES:
-        raise IRError(f"{where}: spike_if must be one of {SPIKE_RULES}, got {rule!r}")
-    if not (tau >= 1.0 and np.isfinite(tau)):
-        raise IRError(f"{where}: tau {tau} must be a finite number >= 1 (time steps)")
-    if not (np.isfinite(r) and np.isfinite(theta)):
-        raise IRError(f"{where}: r {r} and v_threshold {theta} must be finite")
-    return tau, theta, r, rule
 
 
 class _Executor:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
+
+from spikformer_neuro.loihi_grid import SPIKE_RULES
 
 # op -> (required params, required attrs). Params are numpy arrays; attrs are JSON values.
 OP_SCHEMA: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
@@ -162,3 +164,22 @@ class Graph:
                          f"{', '.join(n.inputs) or '-'}  {params}")
         return "\n".join(lines)
 
+
+def lif_attrs(node: Node, fail: Optional[Callable[[str], Exception]] = None
+              ) -> Tuple[float, float, float, str]:
+    """(tau, v_threshold, r, spike_if) of a ``lif`` node; missing optional attrs are the
+    paper's LIF (r = 1, fire on >=), so older graphs keep their meaning. ``fail(message)``
+    builds the error for an invalid value (default: an IRError naming the node)."""
+    def bad(msg: str) -> Exception:
+        return fail(msg) if fail else IRError(f"node '{node.name}' ({node.op}): {msg}")
+
+    tau, theta = float(node.attrs["tau"]), float(node.attrs["v_threshold"])
+    r = float(node.attrs.get("r", 1.0))
+    rule = node.attrs.get("spike_if", ">=")
+    if rule not in SPIKE_RULES:
+        raise bad(f"spike_if must be one of {SPIKE_RULES}, got {rule!r}")
+    if not (tau >= 1.0 and np.isfinite(tau)):
+        raise bad(f"tau {tau} must be a finite number >= 1 (time steps)")
+    if not (np.isfinite(r) and np.isfinite(theta)):
+        raise bad(f"r {r} and v_threshold {theta} must be finite")
+    return tau, theta, r, rule

@@ -32,6 +32,7 @@ class Compiled:
     float_graph: Graph        # as the source gave it (a checkpoint's mirrors the PyTorch model)
     quantized: Graph          # Loihi fixed point: what the reference and Lava run
     seconds: float
+    folded: Graph             # float_graph after the float passes (what quantize started from)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def compile_graph(graph: Graph, calibration_x: Optional[torch.Tensor],
         levels = None  # QAT fixed the input encoding; quantize takes it from the hints
     q = quantize(folded, observed, QuantizeOptions(overflow=overflow, margin=margin,
                                                    input_levels=levels))
-    return Compiled(graph, q, time.perf_counter() - start)
+    return Compiled(graph, q, time.perf_counter() - start, folded)
 
 
 def compile_checkpoint(ckpt: Checkpoint, calibration_x: Optional[torch.Tensor],

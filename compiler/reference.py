@@ -18,7 +18,7 @@ Per step t, nodes in topological order:
 After the last step: affine (integer ``W @ acc + b``) and output. The prediction is the
 argmax of the integer logits (first index on ties, as numpy and torch do).
 
-Opt-in membrane record (``record_membrane``), for analysis only (it never changes a result):
+Opt-in membrane record (``record_membrane``, via ``fixed_point.lif_voltage``), for analysis only:
 per ``loihi_lif`` the current ``u`` after the step and the voltage ``v`` after integration,
 *before* threshold and reset -- the largest value the 24-bit register holds in that step
 (Lava's ``v`` Var shows 0 where the neuron spiked).
@@ -111,15 +111,6 @@ def attention_counts(q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads: int
     return out.transpose(0, 1, 3, 2).reshape(b, d, h, w).astype(np.int64)
 
 
-def membrane_before_reset(v_old: np.ndarray, u_new: np.ndarray, p: fx.LifParams) -> np.ndarray:
-    """``lif_step``'s v' before its threshold and reset: clip24(wrap32(decay(v) + u' + bias)).
-
-    Same integer operations as ``fx.lif_step`` (tests check that it equals lif_step's v
-    wherever no spike occurred and that v' > vth << 6 exactly where one did)."""
-    decayed = fx._decay(v_old, fx.DECAY_UNITY - p.dv)
-    return fx.clip_signed(fx.wrap_signed(decayed + u_new + p.effective_bias, 32), fx.UV_BITS)
-
-
 class _Runner:
     def __init__(self, graph: Graph):
         unsupported = [n for n in graph if n.op not in REFERENCE_OPS]
@@ -169,7 +160,7 @@ class _Runner:
                     if node.name in membranes:
                         u_trace[node.name].append(u)
                         v_trace[node.name].append(
-                            membrane_before_reset(v_old, u, self.lif_params[node.name]))
+                            fx.lif_voltage(v_old, u, self.lif_params[node.name]))
                     val = spikes.astype(np.int64)
                 elif op == "sumpool2d":
                     a = node.attrs

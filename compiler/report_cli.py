@@ -23,6 +23,7 @@ from spikformer_neuro.checkpoint import CheckpointError
 from spikformer_neuro.data import DatasetError, load_dataset
 from spikformer_neuro.loihi_grid import GridError
 
+from .exit_codes import run_with_exit_codes
 from .ir import IRError
 from .reports import markdown, plots
 from .reports.build import REPORT_FORMAT, assemble, measure
@@ -194,17 +195,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ReportError, CheckpointError, DatasetError, IRError, GridError) as e:
-        print(f"spikeform-report: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # e.g. an unwritable output location
-        print(f"spikeform-report: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("spikeform-report: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    # OSError: e.g. an unwritable output location
+    return run_with_exit_codes(
+        "spikeform-report", lambda: run(args),
+        (ReportError, CheckpointError, DatasetError, IRError, GridError, OSError))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from compiler.exit_codes import run_with_exit_codes
 from compiler.ir import Graph, IRError
 from compiler.reference import encode_input
 from compiler.serialize import load_graph, write_atomic
@@ -198,14 +199,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (RunError, IRError) as e:
-        print(f"spikeform-run: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("spikeform-run: interrupted (the Lava runtime was stopped)", file=sys.stderr)
-        return 130
+    return run_with_exit_codes("spikeform-run", lambda: run(args), (RunError, IRError),
+                               interrupted="the Lava runtime was stopped")
 
 
 if __name__ == "__main__":

@@ -184,22 +184,11 @@ def test_trained_mlp_quantized_reference_matches_snntorch():
     ours = run_float(ir, x, record=["2", "4"])
     for name in ("2", "4"):
         assert torch.equal(ours.outputs[name], theirs[name].reshape(ours.outputs[name].shape))
-    folded = float_passes(ir)
-    xtrain, _ = digits("train", 200)
-    levels = detect_input_grid(folded, xtrain)
-    assert levels == 16
-    q = quantize(folded, None, QuantizeOptions(input_levels=levels))
+    folded, q = quantized_on_digits(ir, calibration_samples=200)
     for name in ("2", "4"):
         assert q.meta["quantization"]["layers"][name]["decay_exact"] is True
         assert q[name].attrs["spike_if"] == ">"
-    ref = run_reference(q, x, record=["2", "4"])
-    ref_pred = torch.from_numpy(ref.predictions)
-    spikes_differ = {n: int((ref.outputs[n] != theirs[n].reshape(ref.outputs[n].shape).numpy())
-                            .sum()) for n in ("2", "4")}
-    differ = int((ref_pred != snn_pred).sum())
-    print(f"snntorch accuracy {float((snn_pred == y).float().mean()):.4f}, reference accuracy "
-          f"{float((ref_pred == y).float().mean()):.4f}, predictions differing {differ}/{len(y)}"
-          f", spikes differing {spikes_differ}")
+    ref, ref_pred, differ, spikes_differ = reference_vs_snntorch(q, x, y, theirs, snn_pred)
     assert int((snn_pred == y).sum()) == int((ref_pred == y).sum()) == 342   # 95.0 % both
     # Measured on the committed fixture: 6 of 360 predictions and 1605 / 239 of
     # 138240 / 28800 spikes differ. Why:
@@ -228,11 +217,7 @@ def test_grid_trained_mlp_reference_predictions_equal_snntorch():
     x, y = digits("test")
     ir = foreign_nir_to_ir(graph, convention="snntorch", time_steps=steps, dataset="digits",
                            source=GRID_FIXTURE.name)
-    folded = float_passes(ir)
-    xtrain, _ = digits("train", 256)   # spikeform-compile's default calibration samples
-    levels = detect_input_grid(folded, xtrain)
-    assert levels == 16
-    q = quantize(folded, None, QuantizeOptions(input_levels=levels))
+    folded, q = quantized_on_digits(ir, calibration_samples=256)  # spikeform-compile's default
     # A fixed point: the scale S the quantizer chooses from the file's weights is the one
     # they were snapped to, so its integers, back in float units, ARE the file's float32
     # weights and biases (no rounding left for the quantizer to do).
@@ -249,14 +234,7 @@ def test_grid_trained_mlp_reference_predictions_equal_snntorch():
         assert layers[name]["decay_exact"] is True and q[name].attrs["spike_if"] == ">"
     theirs = snntorch_spikes(net, x, steps)
     snn_pred = theirs["4"].sum(0).argmax(1)
-    ref = run_reference(q, x, record=["2", "4"])
-    ref_pred = torch.from_numpy(ref.predictions)
-    spikes_differ = {n: int((ref.outputs[n] != theirs[n].reshape(ref.outputs[n].shape).numpy())
-                            .sum()) for n in ("2", "4")}
-    differ = int((ref_pred != snn_pred).sum())
-    print(f"snntorch accuracy {float((snn_pred == y).float().mean()):.4f}, reference accuracy "
-          f"{float((ref_pred == y).float().mean()):.4f}, predictions differing {differ}/{len(y)}"
-          f", spikes differing {spikes_differ}")
+    ref, ref_pred, differ, spikes_differ = reference_vs_snntorch(q, x, y, theirs, snn_pred)
     assert differ == 0
     assert int((snn_pred == y).sum()) == int((ref_pred == y).sum()) == 343   # 95.28 % both
     # Not one spike differs either (138240 hidden, 28800 output spike values, rates 27 % and
@@ -266,6 +244,30 @@ def test_grid_trained_mlp_reference_predictions_equal_snntorch():
     # 9536; it flipped no spike on these images.
     assert spikes_differ == {"2": 0, "4": 0}
     assert 0.2 < float(ref.outputs["2"].mean()) < 0.4 and 0.05 < float(ref.outputs["4"].mean())
+
+
+def quantized_on_digits(ir, calibration_samples: int):
+    """(folded float graph, quantized graph) with the input grid detected on training images
+    (the digits' 16 levels), as spikeform-compile does."""
+    folded = float_passes(ir)
+    xtrain, _ = digits("train", calibration_samples)
+    levels = detect_input_grid(folded, xtrain)
+    assert levels == 16
+    return folded, quantize(folded, None, QuantizeOptions(input_levels=levels))
+
+
+def reference_vs_snntorch(q, x, y, theirs, snn_pred):
+    """The reference executor on ``x`` against snntorch's spikes ``theirs`` and predictions:
+    (result, its predictions, predictions that differ, spike values that differ per layer)."""
+    ref = run_reference(q, x, record=["2", "4"])
+    ref_pred = torch.from_numpy(ref.predictions)
+    spikes_differ = {n: int((ref.outputs[n] != theirs[n].reshape(ref.outputs[n].shape).numpy())
+                            .sum()) for n in ("2", "4")}
+    differ = int((ref_pred != snn_pred).sum())
+    print(f"snntorch accuracy {float((snn_pred == y).float().mean()):.4f}, reference accuracy "
+          f"{float((ref_pred == y).float().mean()):.4f}, predictions differing {differ}/{len(y)}"
+          f", spikes differing {spikes_differ}")
+    return ref, ref_pred, differ, spikes_differ
 
 
 def dequantised(folded, q):

@@ -45,8 +45,7 @@ from spikformer_neuro.loihi_grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH
                                          WEIGHT_MANT_MAX, GridError, LayerGrid, bias_exponent,
                                          layer_grid, lif_decay, scale_for_vth, state_limit)
 
-from ..float_exec import lif_attrs
-from ..ir import Graph, IRError, Node
+from ..ir import Graph, IRError, Node, lif_attrs
 
 INPUT_BITS = 8                 # analog input: unsigned (or signed) 8-bit graded values
 

@@ -52,7 +52,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from compiler.ir import Graph, IRError, Node
+from compiler.ir import Graph, IRError, Node, lif_attrs
 
 from deploy.lava import timing
 from deploy.lava.lowering import (GRADED_MESSAGE_BITS, LavaNetwork, LoweringError, Stage,
@@ -75,20 +75,9 @@ def _fail(node: Node, msg: str) -> LoweringError:
     return LoweringError(f"layer '{node.name}' ({node.op}): {msg}")
 
 
-SPIKE_RULES = (">=", ">")
-
-
 def lif_lava_params(node: Node):
-    """``(dv, gain, vth)`` of Lava's float LIF for an IR ``lif`` node (module docstring).
-    Missing ``r`` / ``spike_if`` mean the paper's LIF (1, ">=")."""
-    tau, theta = float(node.attrs["tau"]), float(node.attrs["v_threshold"])
-    r, rule = float(node.attrs.get("r", 1.0)), node.attrs.get("spike_if", ">=")
-    if rule not in SPIKE_RULES:
-        raise _fail(node, f"spike_if must be one of {SPIKE_RULES}; got {rule!r}")
-    if not (np.isfinite(tau) and tau >= 1.0):
-        raise _fail(node, f"tau {tau} must be a finite number >= 1 (time steps)")
-    if not (np.isfinite(r) and np.isfinite(theta)):
-        raise _fail(node, f"r {r} and v_threshold {theta} must be finite")
+    """``(dv, gain, vth)`` of Lava's float LIF for an IR ``lif`` node (module docstring)."""
+    tau, theta, r, rule = lif_attrs(node, lambda msg: _fail(node, msg))
     vth = theta if rule == ">" else float(np.nextafter(theta, -np.inf))
     return 1.0 / tau, r / tau, vth
 
