@@ -65,13 +65,13 @@ def points(plan: Plan) -> list[dict]:
 
 
 def measure_point(config: dict, samples: int) -> dict:
-    from benchmarks.workloads import compile_random, random_input
+    from benchmarks.workloads import compile_random
     from compiler.reference import encode_input, run_reference
     from compiler.serialize import save_graph
     from deploy.lava import lower, run
     from spikformer_neuro.config import SpikformerConfig
     from spikformer_neuro.model import count_parameters
-    from spikformer_neuro.testing import densely_firing_model
+    from spikformer_neuro.testing import densely_firing_model, random_input
 
     cfg = SpikformerConfig.from_dict(config)
     model = densely_firing_model(cfg, seed=0)

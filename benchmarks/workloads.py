@@ -29,16 +29,6 @@ def compile_random(model):
     return quantize(float_passes(model_to_ir(model)))
 
 
-def random_input(cfg, batch: int, seed: int = 1):
-    """Uniform images in [0, 1] (binary event frames at rate 0.3 for event configurations)."""
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    if cfg.event_input:
-        shape = (batch, cfg.time_steps, cfg.in_channels, cfg.img_size, cfg.img_size)
-        return (torch.rand(shape, generator=g) < 0.3).float()
-    return torch.rand((batch, cfg.in_channels, cfg.img_size, cfg.img_size), generator=g)
-
-
 def load_workload(spec: str, batch: int) -> Workload:
     """``spec``: a ``.pth`` checkpoint (its first ``batch`` test samples, repeated when the
     split is smaller) or a zoo name (random weights that fire densely, random images)."""
@@ -58,7 +48,7 @@ def load_workload(spec: str, batch: int) -> Workload:
         labels = np.array([int(ds[i][1]) for i in idx])
         return Workload(f"{ckpt.config.name} (checkpoint, {ckpt.dataset} test)", graph, x,
                         labels, ckpt.build_model())
-    from spikformer_neuro.testing import densely_firing_model
+    from spikformer_neuro.testing import densely_firing_model, random_input
     from spikformer_neuro.zoo import get_config
 
     cfg = get_config(spec)

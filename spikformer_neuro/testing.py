@@ -56,3 +56,13 @@ def densely_firing_model(cfg: SpikformerConfig, seed: int = 0) -> Spikformer:
                 mod.weight.uniform_(1.0, 3.0)
                 mod.bias.uniform_(0.5, 2.5)
     return model
+
+
+def random_input(cfg: SpikformerConfig, batch: int, seed: int = 1) -> torch.Tensor:
+    """Uniform images in [0, 1] (binary event frames at rate 0.3 for event configurations):
+    the inputs of the Lava tests and benchmarks, so both see the same draws."""
+    g = torch.Generator().manual_seed(seed)
+    if cfg.event_input:
+        shape = (batch, cfg.time_steps, cfg.in_channels, cfg.img_size, cfg.img_size)
+        return (torch.rand(shape, generator=g) < 0.3).float()
+    return torch.rand((batch, cfg.in_channels, cfg.img_size, cfg.img_size), generator=g)

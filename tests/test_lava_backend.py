@@ -41,7 +41,7 @@ from deploy.lava.runtime import LavaWorkerError, create_runtime, run_steps, stop
 from deploy.lava.targets import loihi_extension_available
 from spikformer_neuro.model import build_model
 from spikformer_neuro.zoo import get_config
-from spikformer_neuro.testing import densely_firing_model
+from spikformer_neuro.testing import densely_firing_model, random_input
 
 ROOT = Path(__file__).resolve().parents[1]
 # the shipped checkpoint (tracked); runs/ holds the training run's copy (ignored by git)
@@ -55,14 +55,6 @@ SPIKING = ("loihi_lif", "threshold")
 def random_graph(cfg, seed: int = 0):
     """Quantized graph of a random model whose BN statistics make every LIF fire."""
     return quantize(float_passes(model_to_ir(densely_firing_model(cfg, seed))))
-
-
-def random_input(cfg, batch: int, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    if cfg.event_input:
-        shape = (batch, cfg.time_steps, cfg.in_channels, cfg.img_size, cfg.img_size)
-        return (torch.rand(shape, generator=g) < 0.3).float()
-    return torch.rand((batch, cfg.in_channels, cfg.img_size, cfg.img_size), generator=g)
 
 
 def spiking_nodes(graph):
