@@ -6,7 +6,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from spikformer_neuro.loihi_grid import detect_input_levels
+from loihi_numerics.grid import detect_input_levels
 
 from .float_exec import run_float
 from .ir import Graph

@@ -17,31 +17,11 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 import numpy as np
 
-from spikformer_neuro.loihi_grid import SPIKE_RULES
+from loihi_numerics.grid import SPIKE_RULES
 
-# op -> (required params, required attrs). Params are numpy arrays; attrs are JSON values.
-OP_SCHEMA: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
-    # Float-level ops (what the frontend emits; NIR vocabulary where NIR has the op).
-    "input": ((), ("encoding",)),                      # encoding: "analog" | "spikes"
-    "conv2d": (("weight",), ("stride", "padding", "groups")),   # optional param "bias"
-    "batchnorm": (("gamma", "beta", "mean", "var"), ("eps",)),
-    # LIF, hard reset to 0: H = V + (r X - V)/tau, fire on H >= V_th (paper) or H > V_th.
-    # Optional attrs "r" (input gain, default 1) and "spike_if" (">=" default, or ">").
-    "lif": ((), ("tau", "v_threshold")),
-    "maxpool2d": ((), ("kernel", "stride", "padding")),
-    "sumpool2d": ((), ("kernel", "stride", "padding")),
-    "threshold": ((), ("threshold",)),                 # spike where input >= threshold
-    "spiking_attention": ((), ("num_heads", "scale")),  # inputs (q, k, v): Q.K^T.V.scale per head
-    "sum": ((), ()),                                   # graded residual sum of its inputs
-    "token_time_mean": ((), ()),                       # mean over tokens (H*W) and time steps
-    "affine": (("weight",), ()),                       # optional param "bias"
-    "output": ((), ()),
-    # Loihi-level ops (what quantization emits).
-    "loihi_lif": (("du", "dv", "vth", "bias_mant", "bias_exp"), ()),
-    "token_time_sum": ((), ()),                        # integer accumulation over tokens and time
-}
-ORDERED_INPUTS = {"spiking_attention": ("q", "k", "v")}
-SOURCE_OPS = {"input"}
+from .ops import META, OPS, QUANTIZED, Level
+
+SOURCE_OPS = {name for name, spec in OPS.items() if spec.is_source}
 
 
 class IRError(ValueError):
@@ -116,6 +96,21 @@ class Graph:
     def ops(self) -> List[str]:
         return sorted({n.op for n in self})
 
+    @property
+    def level(self) -> Level:
+        """QUANTIZED after the quantize pass (meta stage "quantized"), else FLOAT."""
+        return QUANTIZED if self.meta.get("stage") == QUANTIZED.value else Level.FLOAT
+
+    @property
+    def time_steps(self) -> int:
+        """The number of time steps T (``meta["time_steps"]``, checked: an integer >= 1)."""
+        if "time_steps" not in self.meta:
+            raise IRError("graph meta lacks 'time_steps'")
+        problem = META["time_steps"].check(self.meta["time_steps"])
+        if problem:
+            raise IRError(f"graph meta 'time_steps' {problem}")
+        return int(self.meta["time_steps"])
+
     # -- rewriting --------------------------------------------------------------------------
     def replace_nodes(self, new_nodes: Iterable[Node]) -> "Graph":
         """A new graph with the same meta and the given nodes (which must be topological)."""
@@ -126,35 +121,26 @@ class Graph:
 
     # -- checks -----------------------------------------------------------------------------
     def validate(self) -> "Graph":
+        """Check every node against its op's registry entry (compiler/ops.py) and the graph's
+        metadata; the first problem raises an IRError naming the node."""
+        self._validate_meta()
+        level = self.level
         seen: set = set()
         for node in self:
-            where = f"node '{node.name}' ({node.op})"
-            if node.op not in OP_SCHEMA:
-                raise IRError(f"{where}: unknown op; known ops: {sorted(OP_SCHEMA)}")
-            need_params, need_attrs = OP_SCHEMA[node.op]
-            for p in need_params:
-                if p not in node.params:
-                    raise IRError(f"{where}: missing parameter '{p}'")
-                if not isinstance(node.params[p], np.ndarray):
-                    raise IRError(f"{where}: parameter '{p}' must be a numpy array")
-            for a in need_attrs:
-                if a not in node.attrs:
-                    raise IRError(f"{where}: missing attribute '{a}'")
-            for i in node.inputs:
-                if i not in seen:
-                    raise IRError(f"{where}: input '{i}' is not an earlier node")
-            if node.op in SOURCE_OPS and node.inputs:
-                raise IRError(f"{where}: an input node takes no inputs")
-            if node.op not in SOURCE_OPS and not node.inputs:
-                raise IRError(f"{where}: has no inputs")
-            roles = ORDERED_INPUTS.get(node.op)
-            if roles and len(node.inputs) != len(roles):
-                raise IRError(f"{where}: needs inputs {roles}, got {node.inputs}")
-            if not node.shape or any(int(s) < 1 for s in node.shape):
-                raise IRError(f"{where}: invalid shape {node.shape}")
+            _validate_node(node, level, seen)
             seen.add(node.name)
         self.input_node, self.output_node  # noqa: B018 - exactly one of each
         return self
+
+    def _validate_meta(self) -> None:
+        for key in META.values():
+            if key.name not in self.meta:
+                if key.required:
+                    raise IRError(f"graph meta lacks '{key.name}'")
+                continue
+            problem = key.check(self.meta[key.name])
+            if problem:
+                raise IRError(f"graph meta '{key.name}' {problem}")
 
     def summary(self) -> str:
         lines = []
@@ -183,3 +169,49 @@ def lif_attrs(node: Node, fail: Optional[Callable[[str], Exception]] = None
     if not (np.isfinite(r) and np.isfinite(theta)):
         raise bad(f"r {r} and v_threshold {theta} must be finite")
     return tau, theta, r, rule
+
+
+def _validate_node(node: Node, level: Level, earlier: set) -> None:
+    where = f"node '{node.name}' ({node.op})"
+    spec = OPS.get(node.op)
+    if spec is None:
+        raise IRError(f"{where}: unknown op; known ops: {sorted(OPS)}")
+    if level not in spec.levels:
+        hint = ("the quantize pass turns float graphs into quantized ones"
+                if level is QUANTIZED else "quantized ops come only from the quantize pass")
+        raise IRError(f"{where}: not an op of {level.value} graphs; it belongs to "
+                      f"{'/'.join(sorted(lv.value for lv in spec.levels))} graphs ({hint})")
+    for p in spec.params:
+        if p not in node.params:
+            raise IRError(f"{where}: missing parameter '{p}'")
+    allowed = set(spec.params) | set(spec.optional_params)
+    for p, value in node.params.items():
+        if p not in allowed:
+            raise IRError(f"{where}: unknown parameter '{p}' (the op takes {sorted(allowed)})")
+        if not isinstance(value, np.ndarray):
+            raise IRError(f"{where}: parameter '{p}' must be a numpy array")
+    attrs = spec.attr_map
+    for name, a in attrs.items():
+        if level in a.required_at and name not in node.attrs:
+            raise IRError(f"{where}: missing attribute '{name}'")
+    for name, value in node.attrs.items():
+        a = attrs.get(name)
+        if a is None or level not in a.levels:
+            known = sorted(k for k, v in attrs.items() if level in v.levels)
+            raise IRError(f"{where}: unknown attribute '{name}' for a {level.value} graph "
+                          f"(known: {known})")
+        problem = a.check(value)
+        if problem:
+            raise IRError(f"{where}: attribute '{name}' {problem}")
+    for i in node.inputs:
+        if i not in earlier:
+            raise IRError(f"{where}: input '{i}' is not an earlier node")
+    if spec.is_source and node.inputs:
+        raise IRError(f"{where}: an input node takes no inputs")
+    if not spec.is_source and not node.inputs:
+        raise IRError(f"{where}: has no inputs")
+    roles = spec.ordered_inputs
+    if roles and len(node.inputs) != len(roles):
+        raise IRError(f"{where}: needs inputs {roles}, got {node.inputs}")
+    if not node.shape or any(int(s) < 1 for s in node.shape):
+        raise IRError(f"{where}: invalid shape {node.shape}")

@@ -3,7 +3,7 @@
 A source is a spikeform-train checkpoint or a ``.nir`` file (:func:`load_source`); both yield
 a float graph plus what the rest needs (data set, image size, time steps), so everything
 after the source is shared. Each stage is a function of the previous one's output; the CLI
-(compiler/cli.py) strings them together and writes the artifact and report.
+(spikeform_cli/compile.py) strings them together and writes the artifact and report.
 """
 from __future__ import annotations
 

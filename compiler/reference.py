@@ -1,7 +1,7 @@
 """The reference executor: runs a quantized graph with exactly Lava 0.10's integer arithmetic.
 
 It is the ground truth the Lava backend must match spike for spike. Every op uses the
-bit-exact per-step functions of ``compiler.fixed_point`` (docs/reference-semantics.md), in
+bit-exact per-step functions of ``loihi_numerics.fixed_point`` (docs/reference-semantics.md), in
 *algorithmic time*: at step t every node sees its inputs' values of the same step t (Lava
 adds one step per Conv/Dense hop; the backend re-aligns those delays). Vectorised over the
 batch; int64 throughout.
@@ -30,7 +30,7 @@ from typing import Dict, Iterable, Union
 
 import numpy as np
 
-from . import fixed_point as fx
+from loihi_numerics import fixed_point as fx
 from .ir import Graph, IRError, Node
 
 REFERENCE_OPS = frozenset({"input", "conv2d", "loihi_lif", "sumpool2d", "threshold",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loihi_grid import WEIGHT_MANT_MAX, LayerGrid, bias_exponent, input_span, layer_grid
+from loihi_numerics.grid import WEIGHT_MANT_MAX, LayerGrid, bias_exponent, input_span, layer_grid
 from .model import ConvBNLIF, LinearBNLIF, Spikformer
 
 

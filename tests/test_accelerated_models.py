@@ -34,7 +34,7 @@ from lava.proc.lif.process import LIF, LIFReset
 from lava.utils.weightutils import SignMode
 
 from deploy.accelerated import (ACCELERATED_MODELS, accelerated_run_config)
-from deploy.accelerated.exact import (PATH_FLOAT32, PATH_FLOAT64, PATH_INT64,
+from loihi_numerics.exact_matmul import (PATH_FLOAT32, PATH_FLOAT64, PATH_INT64,
                                       ExactIntMatmul)
 from deploy.accelerated.models import (PyConvModelFixedAccelerated,
                                        PyDenseModelBitAccAccelerated,

@@ -1,4 +1,4 @@
-"""`spikeform-compile` (python -m compiler.cli) end to end on the shipped digits checkpoint."""
+"""`spikeform-compile` (python -m spikeform_cli.compile) end to end on the shipped digits checkpoint."""
 import json
 import os
 import subprocess
@@ -19,7 +19,7 @@ def compile_cli(tmp: Path, *args, model=DIGITS, out="art", report="r.json"):
     tmpdir = tmp / "tmpdir"
     tmpdir.mkdir(exist_ok=True)
     env = {**os.environ, "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "compiler.cli", str(model), *args]
+    cmd = [sys.executable, "-m", "spikeform_cli.compile", str(model), *args]
     if out is not None:
         cmd += ["-o", str(tmp / out)]
     if report is not None:
@@ -29,8 +29,8 @@ def compile_cli(tmp: Path, *args, model=DIGITS, out="art", report="r.json"):
 
 
 def compile_main(tmp: Path, capsys, *args, model=DIGITS, out="art", report="r.json"):
-    """The same CLI in-process (``compiler.cli.main``): for the refusals, to keep this fast."""
-    from compiler.cli import main
+    """The same CLI in-process (``spikeform_cli.compile.main``): for the refusals, to keep this fast."""
+    from spikeform_cli.compile import main
 
     argv = [str(model), *args, "-q"]
     if out is not None:

@@ -1,7 +1,7 @@
 """The exit-code convention shared by spikeform-compile, -report and -run."""
 import pytest
 
-from compiler.exit_codes import run_with_exit_codes
+from spikeform_cli.exit_codes import run_with_exit_codes
 
 
 class Bad(Exception):

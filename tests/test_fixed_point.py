@@ -1,4 +1,4 @@
-"""Tests for compiler/fixed_point.py: bit-exactness against Lava 0.10.
+"""Tests for loihi_numerics/fixed_point.py: bit-exactness against Lava 0.10.
 
 Three layers:
 1. hand-computed cases;
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from compiler import fixed_point as fp
-from compiler.fixed_point import (LifParams, conv_accumulate,
-                                  dense_accumulate, dense_weights,
-                                  graded_vec_step, lif_step, wrap_signed)
+from loihi_numerics import fixed_point as fp
+from loihi_numerics.fixed_point import LifParams, conv_accumulate, lif_step, wrap_signed
+
+from lava_replicas import dense_accumulate, dense_weights, lif_reset_due
 
 I32 = np.iinfo(np.int32)
 HYP = settings(max_examples=40, deadline=None,
@@ -115,9 +115,9 @@ class TestLifHand:
             lif_step(u, v, a, p, reset_mask=np.ones(3, bool))
 
     def test_reset_due(self):
-        assert fp.lif_reset_due(1, 1, 0)
-        assert [t for t in range(1, 13) if fp.lif_reset_due(t, 4, 0)] == [4, 8, 12]
-        assert [t for t in range(1, 13) if fp.lif_reset_due(t, 4, 5)] == [1, 5, 9]
+        assert lif_reset_due(1, 1, 0)
+        assert [t for t in range(1, 13) if lif_reset_due(t, 4, 0)] == [4, 8, 12]
+        assert [t for t in range(1, 13) if lif_reset_due(t, 4, 5)] == [1, 5, 9]
 
     def test_batch_and_broadcast(self):
         p = LifParams(du=4095, dv=0, vth=[1, 2, 3], bias_mant=[[0], [1]],
@@ -218,14 +218,6 @@ def test_conv_hand():
     with pytest.raises(ValueError, match="2\\*\\*63"):
         conv_accumulate(np.full((1, 2, 1, 1), 1 << 31),
                         np.full((1, 2, 1, 1), 1 << 31), num_message_bits=24)
-
-
-def test_graded_vec_hand():
-    a = np.array([[5, -5, 3, -3, 0, 1 << 31]])
-    assert graded_vec_step(a, 3).tolist() == [[5, -5, 0, 0, 0, 0]]
-    assert graded_vec_step(a, 0).tolist() == [[5, -5, 3, -3, 0, 0]]
-    with pytest.raises(ValueError, match="vth"):
-        graded_vec_step(a, -1)
 
 
 # ---------------------------------------------------------------------------
@@ -429,7 +421,7 @@ def test_lif_reset_matches_lava_model(case, interval, offset):
     p, u0, v0, a = case
     ref = _lava_lif(PyLifResetModelBitAcc, p, u0, v0, a,
                     {"reset_interval": interval, "reset_offset": offset})
-    ours = _run_ours(p, u0, v0, a, lambda t: fp.lif_reset_due(
+    ours = _run_ours(p, u0, v0, a, lambda t: lif_reset_due(
         t, interval, offset))
     for r, o in zip(ref, ours):
         np.testing.assert_array_equal(o, r)
@@ -507,27 +499,6 @@ def test_conv_matches_lava_model(case):
         np.testing.assert_array_equal(ours[b], fp.from_lava_layout(sent[b + 1]))
 
 
-@HYP
-@given(st.integers(0, (1 << 23) - 1), st.sampled_from([1 << 4, 1 << 24,
-                                                      1 << 31]),
-       st.integers(0, 2**31))
-def test_graded_vec_matches_lava_model(vth, amax, seed):
-    from lava.proc.graded.models import PyGradedVecModelFixed
-    rng = np.random.default_rng(seed)
-    a = rng.integers(-amax, amax, (3, 7))
-    a[0, :3] = [vth, -vth, vth + 1]
-    a[1, 0] = I32.min
-    m = PyGradedVecModelFixed({"shape": (7,)})
-    m.v = np.zeros(7, np.int32)
-    m.vth = np.array([vth], np.int32)
-    m.a_in, m.s_out = _In((7,), np.int32), _Out((7,))
-    for t in range(3):
-        m.a_in.next = a[t]
-        m.run_spk()
-    np.testing.assert_array_equal(graded_vec_step(a, vth),
-                                  np.array(m.s_out.sent, np.int64))
-
-
 # ---------------------------------------------------------------------------
 # 3. real Lava runs (stock models, Loihi2SimCfg fixed_pt), hop delays included
 # ---------------------------------------------------------------------------
@@ -567,7 +538,7 @@ def _check_lif_trace(p, u0, v0, a_seq, mon, name, spikes=None, reset=None):
     """Step our LIF over a_seq [T, *shape] and compare with Monitor data."""
     u, v = u0[None], v0[None]
     for t in range(a_seq.shape[0]):
-        mask = None if reset is None else fp.lif_reset_due(t + 1, *reset)
+        mask = None if reset is None else lif_reset_due(t + 1, *reset)
         u, v, s = lif_step(u, v, a_seq[t][None], p, reset_mask=mask)
         np.testing.assert_array_equal(u[0], mon[name]["u"][t], f"u @ t={t}")
         np.testing.assert_array_equal(v[0], mon[name]["v"][t], f"v @ t={t}")
@@ -627,11 +598,10 @@ def test_lava_run_dense_binary_lif_and_lifreset():
     assert data["lif"]["s_out"].sum() > 0
 
 
-def test_lava_run_dense_graded_overflow_and_gradedvec():
+def test_lava_run_dense_graded_overflow():
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF
-    from lava.proc.graded.process import GradedVec
     rng = np.random.default_rng(2)
     T, n_in, n = 14, 9, 6
     x = rng.integers(-3000, 3000, (T, n_in)) * (rng.random((T, n_in)) < 0.7)
@@ -645,13 +615,9 @@ def test_lava_run_dense_graded_overflow_and_gradedvec():
     src = Source(data=x.T.copy())
     dense = Dense(weights=w, weight_exp=wexp, num_message_bits=16)
     lif = LIF(shape=(n,), name="lif", **_lif_kwargs(p, u0, v0))
-    gv_vth = 2000
-    gv = GradedVec(shape=(n_in,), vth=gv_vth)
-    gv.name = "gv"
     src.s_out.connect(dense.s_in)
-    src.s_out.connect(gv.a_in)
     dense.a_out.connect(lif.a_in)
-    mon = _Probes(T, lif.u, lif.v, gv.s_out, dense.a_out)
+    mon = _Probes(T, lif.u, lif.v, dense.a_out)
     with _run_lava(lif, T):
         data = mon.get()
     w_eff = dense_weights(w)
@@ -661,8 +627,6 @@ def test_lava_run_dense_graded_overflow_and_gradedvec():
     _check_lif_trace(p, u0, v0, a, data, "lif")
     # the run really went through the 24-bit corners
     assert np.abs(a).max() << 6 > 1 << 23
-    np.testing.assert_array_equal(graded_vec_step(x, gv_vth),
-                                  data["gv"]["s_out"])
 
 
 def test_lava_run_conv_lif_and_graded_conv_wrap():

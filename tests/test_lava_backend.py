@@ -25,7 +25,7 @@ import torch
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.io.source import RingBuffer
 
-from compiler import fixed_point as fx
+from loihi_numerics import fixed_point as fx
 from compiler.frontend import checkpoint_to_ir, model_to_ir
 from compiler.passes import float_passes
 from compiler.passes.quantize import quantize

@@ -1,4 +1,4 @@
-"""spikformer_neuro.loihi_grid: the per-layer Loihi grid shared by QAT and the quantize pass.
+"""loihi_numerics.grid: the per-layer Loihi grid shared by QAT and the quantize pass.
 
 Every claim is checked in exact integers (or exact rationals); the limits are re-derived here
 from the documented formulas, not read back from the module.
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
 
-from compiler import fixed_point as fx
-from spikformer_neuro.loihi_grid import (BIAS_MANT_MAX, BIAS_MAX, STATE_LIMIT, VTH_MAX,
+from loihi_numerics import fixed_point as fx
+from loihi_numerics.grid import (BIAS_MANT_MAX, BIAS_MAX, STATE_LIMIT, VTH_MAX,
                                          WEIGHT_MANT_MAX, GridError, bias_exponent,
                                          detect_input_levels, layer_grid, lif_decay,
                                          scale_for_vth, state_limit)

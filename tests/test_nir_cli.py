@@ -10,7 +10,7 @@ import nir
 import numpy as np
 import pytest
 
-from compiler.cli import main
+from spikeform_cli.compile import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"

@@ -15,7 +15,7 @@ from compiler.pipeline import compile_checkpoint
 from compiler.reference import run_reference
 from spikformer_neuro.checkpoint import load_checkpoint
 from spikformer_neuro.data import load_dataset
-from spikformer_neuro.loihi_grid import WEIGHT_MANT_MAX, bias_exponent
+from loihi_numerics.grid import WEIGHT_MANT_MAX, bias_exponent
 from spikformer_neuro.model import ConvBNLIF, LinearBNLIF
 from spikformer_neuro.qat import disable_qat, enable_qat, snap_to_grid
 from spikformer_neuro.testing import firing_model as micro_model
@@ -162,7 +162,7 @@ def test_float_model_and_reference_agree_after_qat(qat_case):
 @pytest.fixture(scope="module")
 def qat_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("qat") / "m.pth"
-    cmd = [sys.executable, "-m", "spikformer_neuro.training.cli", "--config", "digits-tiny",
+    cmd = [sys.executable, "-m", "spikeform_cli.train", "--config", "digits-tiny",
            "--dataset", "digits", "--init", str(DIGITS), "--qat", "--train-subset", "32",
            "--test-subset", "32", "--epochs", "1", "--batch-size", "32", "--threads", "1",
            "-q", "--out", str(out)]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import fixed_point as fx
+from loihi_numerics import fixed_point as fx
 from compiler.calibration import observed_synaptic_max
 from compiler.float_exec import run_float
 from compiler.frontend import model_to_ir
@@ -14,7 +14,7 @@ from compiler.passes import fold_batchnorm, float_passes
 from compiler.passes.quantize import (QuantizeOptions, _quantize_attention_lif, quantize,
                                       value_bounds)
 from compiler.reference import attention_counts, run_reference
-from spikformer_neuro.loihi_grid import (BIAS_MANT_MAX, STATE_LIMIT, VTH_MAX, WEIGHT_MANT_MAX,
+from loihi_numerics.grid import (BIAS_MANT_MAX, STATE_LIMIT, VTH_MAX, WEIGHT_MANT_MAX,
                                          bias_exponent, layer_grid)
 from spikformer_neuro.neuron import lif_multistep
 from spikformer_neuro.testing import firing_model as micro_model

@@ -1,5 +1,5 @@
 """compiler.reference: the integer reference executor, against hand-computed cases and against
-compiler.fixed_point's per-step functions.
+loihi_numerics.fixed_point's per-step functions.
 
 Loihi LIF with du = 4095, dv = 2048 (tau = 2), per step:
     u = 64 * a_in                        (no current memory)
@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from compiler import fixed_point as fx
+from loihi_numerics import fixed_point as fx
 from compiler.frontend import model_to_ir
 from compiler.ir import Graph, IRError, Node
 from compiler.passes import float_passes
@@ -201,12 +201,16 @@ def test_encode_input_errors_name_the_problem_events(bad, message):
 
 
 def test_refuses_float_graphs_and_unknown_recordings():
-    g = _graph([Node("input", "input", [], (1, 1, 2), {}, {"encoding": "spikes"}),
-                Node("l", "lif", ["input"], (1, 1, 2), {}, {"tau": 2.0, "v_threshold": 1.0}),
-                Node("m", "token_time_mean", ["l"], (1,)),
-                Node("output", "output", ["m"], (1,))], t=2)
+    g = Graph(meta={"time_steps": 2, "stage": "float"})
+    for n in [Node("input", "input", [], (1, 1, 2), {}, {"encoding": "spikes"}),
+              Node("l", "lif", ["input"], (1, 1, 2), {}, {"tau": 2.0, "v_threshold": 1.0}),
+              Node("m", "token_time_mean", ["l"], (1,)),
+              Node("output", "output", ["m"], (1,))]:
+        g.add(n)
     with pytest.raises(IRError, match=r"node 'l' \(lif\).*quantize"):
         run_reference(g, np.zeros((1, 2, 1, 1, 2)))
+    with pytest.raises(IRError, match=r"node 'l' \(lif\).*quantize"):  # a mislabelled graph
+        _graph(list(g), t=2)
     with pytest.raises(IRError, match="nope"):
         run_reference(graph_a(), np.zeros((1, 1, 1, 2)), record=["nope"])
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from compiler import fixed_point as fx
+from loihi_numerics import fixed_point as fx
 from compiler.frontend import model_to_ir
 from compiler.passes import float_passes
 from compiler.passes.quantize import quantize
 from compiler.reference import run_reference
-from compiler.report_cli import main as report_main
+from spikeform_cli.report import main as report_main
 from compiler.reports.activity import ActivityMeter, attention_maps
 from compiler.reports.energy import EnergyMeter, energy_summary, paper_energy_mJ
 from compiler.reports.flops import first_conv, synaptic_layers
@@ -182,7 +182,7 @@ def test_activity_meter_and_attention_maps(micro):
 
 # -- spikeform-report -----------------------------------------------------------------------
 def _report(args, **kw):
-    return subprocess.run([sys.executable, "-m", "compiler.report_cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "spikeform_cli.report", *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
 
 
@@ -230,7 +230,7 @@ def test_cli_checkpoint_and_artifact(tmp_path):
 def test_cli_on_our_nir_export_equals_the_checkpoint(tmp_path, capsys):
     """A .nir file written by spikeform-compile --target nir compiles to the same quantized
     graph (byte-identical round trip), so its report measures exactly the same energy."""
-    from compiler.cli import main as compile_main
+    from spikeform_cli.compile import main as compile_main
 
     nir_file = tmp_path / "digits.nir"
     assert compile_main([str(DIGITS), "--target", "nir", "-o", str(nir_file), "-q"]) == 0

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.cli import main as compile_main
+from spikeform_cli.compile import main as compile_main
 from compiler.reference import run_reference
 from compiler.serialize import load_graph
-from deploy.run_cli import main as run_main, shard_range
+from spikeform_cli.run import main as run_main, shard_range
 from spikformer_neuro.data import load_dataset
 
 DIGITS = Path(__file__).resolve().parents[1] / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"

@@ -20,7 +20,7 @@ from spikformer_neuro.data.split import (
     stratified_split,
     without_augmentation,
 )
-from spikformer_neuro.training.cli import list_configs, main
+from spikeform_cli.train import list_configs, main
 from spikformer_neuro.training.schedule import warmup_cosine_factor
 from spikformer_neuro.zoo import config_names
 
@@ -71,7 +71,7 @@ def test_tiny_overfitting_run_memorises_its_samples(tmp_path, capsys):
 
 
 def test_resume_after_interruption_continues_exactly(tmp_path, monkeypatch):
-    import spikformer_neuro.training.cli as cli
+    import spikeform_cli.train as cli
 
     common = ["--epochs", "3", "--train-subset", "96", "--test-subset", "32",
               "--batch-size", "32", "--seed", "3"]
@@ -110,7 +110,7 @@ def test_resume_after_interruption_continues_exactly(tmp_path, monkeypatch):
     (["--config", "digits-tiny"], "--dataset are required"),
 ])
 def test_cli_errors_are_one_paragraph_with_exit_code_2(tmp_path, argv, message):
-    proc = subprocess.run([sys.executable, "-m", "spikformer_neuro.training.cli", *argv,
+    proc = subprocess.run([sys.executable, "-m", "spikeform_cli.train", *argv,
                            "--epochs", "1", "--out", str(tmp_path / "x.pth")],
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
@@ -142,7 +142,7 @@ def test_distributed_training_with_torchrun_on_cpu(tmp_path):
     out = tmp_path / "m.pth"
     proc = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
-         "spikformer_neuro.training.cli", "--config", "digits-tiny", "--dataset", "digits",
+         "spikeform_cli.train", "--config", "digits-tiny", "--dataset", "digits",
          "--epochs", "1", "--train-subset", "64", "--test-subset", "16", "--batch-size", "16",
          "--threads", "1", "-q", "--out", str(out)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -203,7 +203,7 @@ def test_validation_samples_are_not_augmented():
 @pytest.mark.parametrize("val_fraction, chosen_epoch", [("0.25", 2), ("0", 3)])
 def test_best_checkpoint_is_chosen_on_validation_never_test(tmp_path, monkeypatch, capsys,
                                                             val_fraction, chosen_epoch):
-    import spikformer_neuro.training.cli as cli
+    import spikeform_cli.train as cli
 
     # --train-subset 40 -> 30 train + 10 validation samples (or 40 + 0); --test-subset 16.
     # Scripted accuracies by evaluation set size: validation peaks at epoch 2, test at 3.

@@ -6,7 +6,7 @@ Input: the output of ``float_passes`` (BN folded, max-pools rewritten). Output: 
 
 Per LIF population (conv2d -> lif becomes conv2d[int weights] -> loihi_lif): the paper's
 LIF equals Loihi's CUBA LIF (du = 4095, dv = 4096/tau) at a per-layer scale S; the grid
-(S, vth, integer weights and bias) and its constraints are in ``spikformer_neuro.loihi_grid``,
+(S, vth, integer weights and bias) and its constraints are in ``loihi_numerics.grid``,
 shared with quantization-aware training. A checkpoint fine-tuned with QAT carries its grid as
 hints (graph.meta["loihi_hints"]); they are used as given and re-checked in integers.
 
@@ -41,7 +41,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from spikformer_neuro.loihi_grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH_MAX,
+from loihi_numerics.grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH_MAX,
                                          WEIGHT_MANT_MAX, GridError, LayerGrid, bias_exponent,
                                          layer_grid, lif_decay, scale_for_vth, state_limit)
 

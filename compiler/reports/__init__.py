@@ -6,5 +6,5 @@ per-layer activity and membrane use, quantization error, Loihi 2 resources, plot
 - :mod:`.activity`: rates, float-vs-reference agreement, membrane use, attention maps
 - :mod:`.build`: measure on samples and assemble the report dict
 - :mod:`.markdown`, :mod:`.plots`: report.md and the PNGs
-``spikeform-report`` (compiler/report_cli.py) strings them together.
+``spikeform-report`` (spikeform_cli/report.py) strings them together.
 """

@@ -13,7 +13,7 @@ from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
-from .. import fixed_point as fx
+from loihi_numerics import fixed_point as fx
 from ..ir import Graph
 
 ACTIVITY_OPS = ("input", "loihi_lif", "threshold", "sum")   # nodes whose outputs are spikes/counts

@@ -31,7 +31,7 @@ from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIF, LIFReset
 
-from deploy.accelerated.exact import ExactIntMatmul
+from loihi_numerics.exact_matmul import ExactIntMatmul
 from deploy.accelerated.models import (PyConvModelFixedAccelerated,
                                        PyDenseModelBitAccAccelerated,
                                        PyLifModelBitAccAccelerated,

@@ -25,7 +25,7 @@ same two operations, so the outputs agree whenever the float64 arrays agree:
 * if ``R * max|s| < 2**53`` (``R`` = max over output channels of
   ``sum |w|``), every partial sum of stock's and of our accumulation is an
   integer below 2**53, so both are exact, hence equal (the argument is spelled
-  out in :mod:`deploy.accelerated.exact`); we use float32 BLAS when the bound
+  out in :mod:`loihi_numerics.exact_matmul`); we use float32 BLAS when the bound
   is even below 2**24, float64 BLAS otherwise;
 * else we compute the tight per-output bound ``T = |cols| @ |W|`` in float64
   (a sum of K non-negative terms: the computed value is within a relative
@@ -76,7 +76,7 @@ from lava.proc.lif.process import LIF, LIFReset
 from lava.utils.weightutils import (SignMode, clip_weights,
                                     determine_sign_mode, truncate_weights)
 
-from deploy.accelerated.exact import (FLOAT32_EXACT_LIMIT,
+from loihi_numerics.exact_matmul import (FLOAT32_EXACT_LIMIT,
                                       FLOAT64_EXACT_LIMIT, PATH_FLOAT64,
                                       PATH_INT64, ExactIntMatmul,
                                       integral_view, max_abs_int)

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from compiler import fixed_point as fx
+from loihi_numerics import fixed_point as fx
 from compiler.ir import Graph, IRError, Node
 
 from deploy.lava import timing

@@ -10,14 +10,9 @@ function               Lava source it replicates
 ``lif_step``           ``lava/proc/lif/models.py``: ``AbstractPyLifModelFixed``
                        (``scale_bias``, ``subthr_dynamics``, ``reset_voltage``),
                        ``PyLifModelBitAcc`` and ``PyLifResetModelBitAcc.run_spk``
-``dense_weights``      ``lava/proc/dense/models.py``:
-                       ``AbstractPyDenseModelBitAcc.run_spk`` (first-step weight
-                       clip + truncation via ``lava/utils/weightutils.py``)
-``dense_accumulate``   ``AbstractPyDenseModelBitAcc.run_spk`` (accumulate + shift)
 ``conv_accumulate``    ``lava/proc/conv/models.py``: ``PyConvModelFixed`` /
                        ``AbstractPyConvModel.run_spk`` + ``lava/proc/conv/utils.py``
                        (``conv``, ``conv_scipy``, ``signed_clamp``)
-``graded_vec_step``    ``lava/proc/graded/models.py``: ``PyGradedVecModelFixed``
 =====================  ===========================================================
 
 All arrays are ``int64`` (spikes from :func:`lif_step` are ``bool``).  Where
@@ -45,48 +40,17 @@ __all__ = [
     "U_MAX", "V_MAX", "CONV_ACC_BITS",
     "DU_RANGE", "DV_RANGE", "VTH_RANGE", "BIAS_MANT_RANGE", "BIAS_EXP_RANGE",
     "wrap_signed", "clip_signed", "wrap_lif_current",
-    "LifParams", "lif_step", "lif_reset_due",
-    "dense_weights", "dense_accumulate",
+    "LifParams", "lif_step", "lif_voltage",
     "conv_output_hw", "conv_accumulate",
-    "to_lava_conv_weight", "to_lava_layout", "from_lava_layout", "to_lava_xy",
-    "graded_vec_step",
+    "to_lava_conv_weight", "to_lava_layout", "from_lava_layout", "to_lava_xy", "lava_shape",
 ]
 
-# --- Loihi / Lava constants (AbstractPyLifModelFixed.__init__) ---------------
-UV_BITS = 24                      # u, v are 24-bit
-DECAY_SHIFT = 12                  # decays are 12-bit fractions of 4096
-DECAY_UNITY = 1 << DECAY_SHIFT    # 4096
-VTH_SHIFT = 6                     # threshold is MSB-aligned: vth << 6
-ACT_SHIFT = 6                     # synaptic input is MSB-aligned: a_in << 6
-U_MAX = 1 << (UV_BITS - 1)        # Lava's ``max_uv_val`` = 2**23
-V_MAX = U_MAX - 1                 # v saturates at +/-(2**23 - 1)
-CONV_ACC_BITS = 24                # PyConvModelFixed.clamp_precision bits
-
-# Legal (inclusive) ranges, from the PyLifModelBitAcc docstring / LavaPyType
-# precisions.  Lava itself never checks them: out-of-range values are cast
-# into int16/uint16/int32 storage and silently wrap.
-DU_RANGE = (0, (1 << 12) - 1)            # unsigned 12 bit
-DV_RANGE = (0, (1 << 12) - 1)            # unsigned 12 bit
-VTH_RANGE = (0, (1 << 17) - 1)           # unsigned 17 bit
-BIAS_MANT_RANGE = (-(1 << 12), (1 << 12) - 1)   # signed 13 bit
-BIAS_EXP_RANGE = (0, 7)                  # unsigned 3 bit
-
-_INT32_MIN = -(1 << 31)
-_INT32_MAX = (1 << 31) - 1
-# float64 represents every integer of magnitude <= 2**53 exactly; a float64
-# dot product of integers whose sum of |products| stays below this bound is
-# exact whatever the summation order (every partial sum is such an integer).
-_F64_EXACT = 1 << 53
-_F32_EXACT = 1 << 24    # the same for float32 (2x faster BLAS)
-
-
-def _exact_dtype(bound: int):
-    """Cheapest dtype whose matmul is exact when sum |products| < bound."""
-    if bound < _F32_EXACT:
-        return np.float32
-    if bound < _F64_EXACT:
-        return np.float64
-    return np.int64
+from loihi_numerics.constants import (ACT_SHIFT, BIAS_EXP_RANGE, BIAS_MANT_RANGE,
+                                     CONV_ACC_BITS, DECAY_SHIFT, DECAY_UNITY, DU_RANGE,
+                                     DV_RANGE, INT32_MAX as _INT32_MAX,
+                                     INT32_MIN as _INT32_MIN, U_MAX, UV_BITS, V_MAX,
+                                     VTH_RANGE, VTH_SHIFT)
+from loihi_numerics.exact_matmul import exact_dtype as _exact_dtype
 
 
 # --------------------------------------------------------------------------
@@ -224,22 +188,6 @@ class LifParams:
         return self.vth << VTH_SHIFT
 
 
-def lif_reset_due(time_step: int, reset_interval: int,
-                  reset_offset: int) -> bool:
-    """Whether ``LIFReset`` zeroes ``u`` and ``v`` at ``time_step``.
-
-    ``time_step`` is Lava's 1-based step counter (the first ``run_spk`` sees
-    ``time_step == 1``; it keeps counting across successive ``run`` calls).
-    ``PyLifResetModelBitAcc``: reset iff
-    ``time_step % reset_interval == reset_offset % reset_interval``.
-    """
-    if reset_interval < 1:
-        raise ValueError("reset_interval must be >= 1")
-    if reset_offset < 0:
-        raise ValueError("reset_offset must be >= 0")
-    return time_step % reset_interval == reset_offset % reset_interval
-
-
 def lif_voltage(v: np.ndarray, u_new: np.ndarray, params: LifParams) -> np.ndarray:
     """v' of a LIF step before threshold and reset (int64 arrays, state after any reset):
     ``clip_signed(wrap32(decay(v, 4096 - dv) + u' + (bias_mant << bias_exp)), 24)`` -- the
@@ -257,13 +205,13 @@ def lif_step(u, v, a_in, params: LifParams, reset_mask=None):
     a_in : int array, same shape: the synaptic input received at THIS step
         (LIF has no delay: its output at step t depends on ``a_in`` of step t).
         It is the int32 value a stock Dense/Conv sends (already wrapped to 32
-        bits by :func:`dense_accumulate` / :func:`conv_accumulate`).
+        bits by :func:`conv_accumulate`).
     params : :class:`LifParams`, broadcastable to ``neuron_shape``.
     reset_mask : None, a bool scalar, a bool array ``[batch]`` (per sample) or
         a bool array of ``u``'s shape.  Where True, ``u`` and ``v`` are zeroed
         BEFORE the step's dynamics, exactly as ``PyLifResetModelBitAcc.run_spk``
-        does when ``time_step % reset_interval == reset_offset`` (see
-        :func:`lif_reset_due`): the input of the reset step is still integrated.
+        does when ``time_step % reset_interval == reset_offset``: the input of
+        the reset step is still integrated.
 
     Returns
     -------
@@ -309,121 +257,6 @@ def lif_step(u, v, a_in, params: LifParams, reset_mask=None):
     spikes = v_new > params.effective_vth
     v_new = np.where(spikes, 0, v_new)
     return u_new, v_new, spikes
-
-
-# --------------------------------------------------------------------------
-# Dense
-# --------------------------------------------------------------------------
-def dense_weights(weights, num_weight_bits: int = 8, sign_mode=None
-                  ) -> np.ndarray:
-    """The integer weights ``PyDenseModelBitAcc`` actually uses.
-
-    On its first ``run_spk`` the model replaces its weights by
-    ``truncate_weights(clip_weights(W, sign_mode, num_bits=8), sign_mode,
-    num_weight_bits)`` (``lava/utils/weightutils.py``), with ``sign_mode``
-    defaulting to ``determine_sign_mode(W)``.  This calls those very functions:
-
-    - MIXED (both signs present): clip to [-256, 255], then
-      ``(w >> k) << k`` with ``k = 8 - num_weight_bits + 1`` -- so even at 8
-      bits the LSB is dropped (floor: 3 -> 2, -3 -> -4).
-    - EXCITATORY (all >= 0): clip to [0, 255], ``k = 8 - num_weight_bits``.
-    - INHIBITORY (all <= 0): negate, clip to [0, 255], truncate, negate.
-
-    ``weight_exp`` plays no part here: the model applies it to the
-    accumulated sum, see :func:`dense_accumulate`.
-
-    Parameters
-    ----------
-    weights : int array ``[out, in]`` (Lava's Dense layout). Non-integral
-        values raise (Lava would truncate them toward zero when casting to
-        its int32 ``weights`` Var).
-    num_weight_bits : 1..8.
-    sign_mode : ``lava.utils.weightutils.SignMode`` or None (auto, as Lava).
-    """
-    from lava.utils.weightutils import (SignMode, clip_weights,
-                                        determine_sign_mode, truncate_weights)
-    w = _as_int64(weights, "weights")
-    if w.ndim != 2:
-        raise ValueError(f"weights must be 2-D [out, in]; got shape {w.shape}")
-    if w.size and np.max(np.abs(w)) > _INT32_MAX:
-        raise ValueError("weights do not fit Lava's int32 weights Var")
-    nwb = _int_scalar(num_weight_bits, "num_weight_bits", 1, 8)
-    w32 = w.astype(np.int32)
-    if sign_mode is None:
-        sign_mode = determine_sign_mode(w32)
-    elif not isinstance(sign_mode, SignMode):
-        raise TypeError(f"sign_mode must be a SignMode or None; got "
-                        f"{sign_mode!r}")
-    w32 = clip_weights(w32, sign_mode, num_bits=8)
-    w32 = truncate_weights(w32, sign_mode, nwb)
-    return np.asarray(w32, dtype=np.int64)
-
-
-def _exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for int64 ``a`` [..., n, k] and ``b`` [..., k, m].
-
-    Uses float32 / float64 BLAS when ``max|a| * max|b| * k`` is below 2**24 /
-    2**53 (then every product and every partial sum is an exactly
-    representable integer, so the result is exact whatever the summation
-    order, FMA included), else numpy's int64 matmul (exact, or wrapping mod
-    2**64 -- which preserves the value mod 2**32).
-    """
-    k = a.shape[-1]
-    ma = int(np.max(np.abs(a))) if a.size else 0
-    mb = int(np.max(np.abs(b))) if b.size else 0
-    dt = _exact_dtype(ma * mb * max(k, 1))
-    if dt is np.int64:
-        return np.matmul(a, b)
-    return np.matmul(a.astype(dt), b.astype(dt)).astype(np.int64)
-
-
-def _shift(x: np.ndarray, exp: int) -> np.ndarray:
-    """Lava's ``left_shift(x, e) if e > 0 else right_shift(x, -e)``."""
-    return x << exp if exp > 0 else x >> (-exp)
-
-
-def dense_accumulate(w_eff, s_in, weight_exp: int = 0,
-                     num_message_bits: int = 0) -> np.ndarray:
-    """What ``PyDenseModelBitAcc`` accumulates from ``s_in`` (int64 [batch, out]).
-
-    Lava sends this value one step LATER than it receives ``s_in`` (at step
-    t it sends what it accumulated at t-1; zeros at step 1).
-
-    ``acc = W @ s`` with ``s = (s_in != 0)`` when ``num_message_bits == 0``
-    (binary: any non-zero payload counts as 1) or ``s = s_in`` (graded) when
-    ``num_message_bits > 0``; then the SUM is shifted:
-    ``acc << weight_exp`` if ``weight_exp > 0`` else ``acc >> -weight_exp``
-    (arithmetic, i.e. floor division by ``2**-weight_exp``).  Lava computes
-    the graded dot product and its shift in int32, the binary sum and its
-    shift in int64, and sends through an int32 channel, so the result is
-    ``wrap32(shift(wrap32(W @ s), weight_exp))`` (graded) or
-    ``wrap32(shift(W @ s, weight_exp))`` (binary) -- identical whenever
-    ``|W @ s| < 2**31``.  No 16- or 24-bit limit is applied by the simulator
-    (the ``precision=16`` of ``a_out`` is not enforced).
-
-    Parameters
-    ----------
-    w_eff : int array [out, in] from :func:`dense_weights`.
-    s_in : int/bool array [batch, in].
-    weight_exp : int in [-31, 31].
-    num_message_bits : int >= 0 (only ``> 0`` vs ``== 0`` matters in Lava).
-    """
-    w = _as_int64(w_eff, "w_eff")
-    s = np.asarray(s_in)
-    if w.ndim != 2:
-        raise ValueError(f"w_eff must be 2-D [out, in]; got {w.shape}")
-    if s.ndim != 2 or s.shape[1] != w.shape[1]:
-        raise ValueError(f"s_in must be [batch, {w.shape[1]}]; got {s.shape}")
-    e = _int_scalar(weight_exp, "weight_exp", -31, 31)
-    nmb = _int_scalar(num_message_bits, "num_message_bits", 0, 31)
-    if nmb == 0:
-        # Lava: weights[:, s].sum(axis=1) -> int64 sum, int64 shift
-        acc = _exact_int_matmul((s != 0).astype(np.int64), w.T)
-    else:
-        # Lava: weights.dot(s_in), int32 x int32 -> int32 (wraps)
-        acc = wrap_signed(_exact_int_matmul(_as_int64(s, "s_in"), w.T), 32)
-    # the int32 a_out channel wraps what is sent
-    return wrap_signed(_shift(acc, e), 32)
 
 
 # --------------------------------------------------------------------------
@@ -569,23 +402,7 @@ def to_lava_xy(pair) -> ty.Tuple[int, int]:
     return w, h
 
 
-# --------------------------------------------------------------------------
-# GradedVec
-# --------------------------------------------------------------------------
-def graded_vec_step(a_in, vth) -> np.ndarray:
-    """One step of ``PyGradedVecModelFixed`` (no delay, no state).
-
-    ``v = a_in`` (``v`` is reset to 0 after every step, so nothing carries
-    over); ``out = v * (|v| > vth)`` -- strict, with ``vth`` NOT shifted.
-    Lava computes in int32: the input is wrapped to 32 bits and ``|-2**31|``
-    stays negative, so ``-2**31`` is never sent.  No 24-bit limit is applied
-    by the simulator (the hardware payload is 24 bit).
-
-    ``vth``: int (or array broadcastable to the neuron shape) in
-    ``[0, 2**23 - 1]``.
-    """
-    vt = _as_int64(vth, "vth")
-    _check_range(vt, "vth", (0, (1 << 23) - 1))
-    v = wrap_signed(_as_int64(a_in, "a_in"), 32)
-    fire = (np.abs(v) > vt) & (v != _INT32_MIN)
-    return np.where(fire, v, 0)
+def lava_shape(shape) -> ty.Tuple[int, int, int]:
+    """A ``(C, H, W)`` shape -> Lava's ``(W, H, C)``."""
+    c, h, w = (int(s) for s in shape)
+    return (w, h, c)

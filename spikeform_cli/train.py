@@ -2,7 +2,7 @@
 
     spikeform-train --config digits-tiny --dataset digits --epochs 30 --out model.pth
     spikeform-train --list-configs
-    torchrun --nproc_per_node 4 -m spikformer_neuro.training.cli --config ... (DDP)
+    torchrun --nproc_per_node 4 -m spikeform_cli.train --config ... (DDP)
 
 The best checkpoint goes to --out: the epoch with the highest accuracy on a validation split
 held out of the training set (--val-fraction), so that the test accuracy it reports was not
@@ -22,27 +22,27 @@ from typing import List, Optional
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..config import ConfigError, SpikformerConfig
-from ..data import DatasetError, dataset_names, load_dataset
-from ..data.split import (
+from spikformer_neuro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from spikformer_neuro.config import ConfigError, SpikformerConfig
+from spikformer_neuro.data import DatasetError, dataset_names, load_dataset
+from spikformer_neuro.data.split import (
     dataset_labels,
     indices_digest,
     stratified_split,
     without_augmentation,
 )
-from ..loihi_grid import detect_input_levels
-from ..model import build_model, count_parameters
-from ..qat import disable_qat, enable_qat, snap_to_grid
-from ..zoo import config_names, get_config
-from .distributed import (
+from loihi_numerics.grid import detect_input_levels
+from spikformer_neuro.model import build_model, count_parameters
+from spikformer_neuro.qat import disable_qat, enable_qat, snap_to_grid
+from spikformer_neuro.zoo import config_names, get_config
+from spikformer_neuro.training.distributed import (
     DistContext,
     init_distributed,
     same_on_every_rank,
     shutdown_distributed,
 )
-from .engine import evaluate, train_one_epoch
-from .schedule import warmup_cosine
+from spikformer_neuro.training.engine import evaluate, train_one_epoch
+from spikformer_neuro.training.schedule import warmup_cosine
 
 
 class TrainError(Exception):

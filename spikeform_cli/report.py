@@ -21,13 +21,13 @@ from tqdm import tqdm
 
 from spikformer_neuro.checkpoint import CheckpointError
 from spikformer_neuro.data import DatasetError, load_dataset
-from spikformer_neuro.loihi_grid import GridError
+from loihi_numerics.grid import GridError
 
-from .exit_codes import run_with_exit_codes
-from .ir import IRError
-from .reports import markdown, plots
-from .reports.build import REPORT_FORMAT, assemble, measure
-from .serialize import (GRAPH_FILE, load_graph, make_build_dir, replace_directory_atomic,
+from spikeform_cli.exit_codes import run_with_exit_codes
+from compiler.ir import IRError
+from compiler.reports import markdown, plots
+from compiler.reports.build import REPORT_FORMAT, assemble, measure
+from compiler.serialize import (GRAPH_FILE, load_graph, make_build_dir, replace_directory_atomic,
                         write_atomic)
 
 REPORT_JSON = "report.json"
@@ -109,8 +109,8 @@ def _load_source(args):
                                   img_size=int(quantized.input_node.shape[1]),
                                   time_steps=int(quantized.meta["time_steps"]))
         return quantized, None, {"kind": "artifact", "path": str(path)}, test_ds
-    from .nir import is_nir_file, is_spikeform_nir
-    from .pipeline import compile_graph, load_source  # imports the model code: sources only
+    from compiler.nir import is_nir_file, is_spikeform_nir
+    from compiler.pipeline import compile_graph, load_source  # imports the model code: sources only
 
     if is_nir_file(path) and not is_spikeform_nir(path):
         raise ReportError(f"{path} is a NIR graph from another toolchain: compile it first "

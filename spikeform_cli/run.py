@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from compiler.exit_codes import run_with_exit_codes
+from spikeform_cli.exit_codes import run_with_exit_codes
 from compiler.ir import Graph, IRError
 from compiler.reference import encode_input
 from compiler.serialize import load_graph, write_atomic

@@ -28,13 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-WEIGHT_MANT_MAX = 127
-BIAS_MANT_MAX = 4095
-BIAS_EXP_MAX = 7
-BIAS_MAX = BIAS_MANT_MAX << BIAS_EXP_MAX
-VTH_MAX = (1 << 17) - 1
-STATE_LIMIT = 1 << 22  # 64 A + B must stay below: |v| <= 2 (64 A + B) < 2^23
-DECAY_UNITY = 4096
+from loihi_numerics.constants import (BIAS_EXP_MAX, BIAS_MANT_MAX, BIAS_MAX,  # noqa: F401
+                                     DECAY_UNITY, STATE_LIMIT, VTH_MAX, WEIGHT_MANT_MAX)
 
 
 class GridError(ValueError):

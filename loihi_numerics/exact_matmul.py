@@ -36,7 +36,8 @@ Who uses which fallback: Dense's stock model computes in integers, so the
 int64 path reproduces it exactly. Conv's stock model computes in float64; past
 the bound it may round in its own order, so the Conv model does not use the
 int64 path but a tight per-output check and, failing that, stock's own code
-(see :mod:`deploy.accelerated.models`).
+(see :mod:`deploy.accelerated.models`). The reference's ``conv_accumulate``
+(:mod:`loihi_numerics.fixed_point`) chooses its dtype with :func:`exact_dtype`.
 
 Tests force the int64 path by setting ``float32_limit = float64_limit = 0``
 on an instance (or a subclass of the model that owns it).
@@ -54,6 +55,16 @@ FLOAT64_EXACT_LIMIT = 1 << 53
 PATH_FLOAT32 = "float32"
 PATH_FLOAT64 = "float64"
 PATH_INT64 = "int64"
+
+
+def exact_dtype(bound: int):
+    """The cheapest dtype whose matmul is exact when every sum of |products| stays below
+    ``bound`` (the argument above): float32, float64, else int64."""
+    if bound < FLOAT32_EXACT_LIMIT:
+        return np.float32
+    if bound < FLOAT64_EXACT_LIMIT:
+        return np.float64
+    return np.int64
 
 
 def max_abs_int(x: np.ndarray) -> int:

@@ -28,14 +28,14 @@ from tqdm import tqdm
 
 from spikformer_neuro.checkpoint import CheckpointError
 from spikformer_neuro.data import DatasetError, load_dataset
-from spikformer_neuro.loihi_grid import GridError
+from loihi_numerics.grid import GridError
 
-from .exit_codes import run_with_exit_codes
-from .ir import IRError
-from .nir import CONVENTIONS
-from .pipeline import Compiled, Fidelity, Source, compile_graph, load_source, measure_fidelity
-from .resources import network_size
-from .serialize import (GRAPH_FILE, make_build_dir, replace_directory_atomic, save_graph,
+from spikeform_cli.exit_codes import run_with_exit_codes
+from compiler.ir import IRError
+from compiler.nir import CONVENTIONS
+from compiler.pipeline import Compiled, Fidelity, Source, compile_graph, load_source, measure_fidelity
+from compiler.resources import network_size
+from compiler.serialize import (GRAPH_FILE, make_build_dir, replace_directory_atomic, save_graph,
                         write_atomic)
 
 LAVA_TARGETS = ("lava-sim", "lava-sim-stock", "loihi2")
@@ -203,7 +203,7 @@ def _table(report: dict) -> str:
 
 def _check_source_flags(args: argparse.Namespace, source: Path) -> None:
     """Flags that only make sense for some sources or targets: refused before any work."""
-    from .nir import is_nir_file
+    from compiler.nir import is_nir_file
 
     foreign = [f for f, v in (("--nir-convention", args.nir_convention),
                               ("--time-steps", args.time_steps), ("--dataset", args.dataset),
@@ -232,8 +232,8 @@ def _source_report(src: Source) -> dict:
 
 def _export_nir(args: argparse.Namespace, source: Path) -> int:
     """--target nir: the float IR after the float passes, written as a .nir file."""
-    from .nir import write_nir_file
-    from .pipeline import prepare_float
+    from compiler.nir import write_nir_file
+    from compiler.pipeline import prepare_float
 
     out = Path(args.output) if args.output else source.with_suffix(".nir")
     if out.exists() and out.resolve() == source.resolve():
