@@ -127,7 +127,7 @@ def lif_neurons(graph) -> int:
 def measure(spec: str, samples: int, stock: str = "auto", stock_steps: int = 2,
             stock_samples: int = 2) -> dict[str, object]:
     from benchmarks.workloads import load_workload
-    from compiler.reference import encode_input
+    from compiler.encoding import encode_integer
     from deploy.lava import lower
 
     if stock not in STOCK_MODES:
@@ -137,7 +137,7 @@ def measure(spec: str, samples: int, stock: str = "auto", stock_steps: int = 2,
     w = load_workload(spec, max(samples, REF_BATCH))
     graph = w.graph
     log(f"== {w.label}")
-    x_all = encode_input(graph, w.x)                     # [T, max(B, 16), ...]
+    x_all = encode_integer(graph, w.x)                     # [T, max(B, 16), ...]
     x_seq = x_all[:, :samples]
     net = lower(graph)
     T = net.time_steps

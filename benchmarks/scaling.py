@@ -66,7 +66,8 @@ def points(plan: Plan) -> list[dict]:
 
 def measure_point(config: dict, samples: int) -> dict:
     from benchmarks.workloads import compile_random
-    from compiler.reference import encode_input, run_reference
+    from compiler.encoding import encode_integer
+    from compiler.reference import run_reference
     from compiler.serialize import save_graph
     from deploy.lava import lower, run
     from spikformer_neuro.config import SpikformerConfig
@@ -83,7 +84,7 @@ def measure_point(config: dict, samples: int) -> dict:
             save_graph(q, d)
         compile_times.append(time.perf_counter() - t)
 
-    x_seq = encode_input(q, random_input(cfg, samples))
+    x_seq = encode_integer(q, random_input(cfg, samples))
     run_reference(q, x_seq[:, :1], encoded=True)                   # warm-up
     ref_times = []
     for i in range(samples):

@@ -7,7 +7,7 @@ adds one step per Conv/Dense hop; the backend re-aligns those delays). Vectorise
 batch; int64 throughout.
 
 Per step t, nodes in topological order:
-  input            the encoded input of step t (``encode_input``)
+  input            the encoded input of step t (``compiler.encoding.encode_integer``)
   conv2d           ``conv_accumulate`` of the (int32-summed) inputs; binary or graded input
   loihi_lif        ``lif_step`` on the int32 sum of its inputs (u, v start at 0)
   sumpool2d        window sums of binary spikes (a depthwise all-ones convolution)
@@ -31,6 +31,7 @@ from typing import Dict, Iterable, Union
 import numpy as np
 
 from loihi_numerics import fixed_point as fx
+from .encoding import encode_integer
 from .ir import Graph, IRError, Node
 
 REFERENCE_OPS = frozenset({"input", "conv2d", "loihi_lif", "sumpool2d", "threshold",
@@ -48,43 +49,6 @@ class ReferenceResult:
     @property
     def predictions(self) -> np.ndarray:
         return self.logits.argmax(axis=1)
-
-
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def encode_input(graph: Graph, x) -> np.ndarray:
-    """A float batch, as the model takes it, -> the integer input sequence [T, B, C, H, W].
-
-    Static images ([B, C, H, W], values in [0, 1]) are normalised, scaled by the input node's
-    ``input_scale`` and rounded to the nearest integer (half to even), then repeated over T.
-    Event frames ([B, T, C, H, W]) must already be binary.
-    """
-    node = graph.input_node
-    x = _as_numpy(x).astype(np.float64)
-    t_steps = int(graph.meta["time_steps"])
-    if node.attrs["encoding"] == "spikes":
-        if x.ndim != 5 or x.shape[1] != t_steps or tuple(x.shape[2:]) != tuple(node.shape):
-            raise ValueError(f"input: expected event frames [B, {t_steps}, "
-                             f"{', '.join(map(str, node.shape))}], got {list(x.shape)}")
-        bad = (x != 0) & (x != 1)
-        if bad.any():
-            raise ValueError(f"input: event frames must be binary; found value {x[bad][0]}")
-        return x.transpose(1, 0, 2, 3, 4).astype(np.int64)
-    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(node.shape):
-        raise ValueError(f"input: expected images [B, {', '.join(map(str, node.shape))}], "
-                         f"got {list(x.shape)}")
-    if x.size and not ((x >= 0) & (x <= 1)).all():  # written so that NaN fails too
-        found = "NaN" if np.isnan(x).any() else f"{x.min():.4g}..{x.max():.4g}"
-        raise ValueError(f"input: image values must lie in [0, 1] (found {found}); the "
-                         "graded encoding is calibrated for that range")
-    mean = np.asarray(node.attrs.get("mean", [0.0]), dtype=np.float64).reshape(1, -1, 1, 1)
-    std = np.asarray(node.attrs.get("std", [1.0]), dtype=np.float64).reshape(1, -1, 1, 1)
-    x_int = np.round((x - mean) / std * float(node.attrs["input_scale"])).astype(np.int64)
-    return np.broadcast_to(x_int, (t_steps,) + x_int.shape).copy()
 
 
 def _summed(values: Dict[str, np.ndarray], node: Node) -> np.ndarray:
@@ -199,9 +163,9 @@ def run_reference(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False
                   encoded: bool = False,
                   record_membrane: Union[bool, Iterable[str]] = False) -> ReferenceResult:
     """Run a quantized graph on a batch (float, as the model takes it; or, with
-    ``encoded=True``, the integer sequence from ``encode_input``).
+    ``encoded=True``, the integer sequence from ``compiler.encoding.encode_integer``).
 
     ``record_membrane``: True or loihi_lif names whose u and pre-reset v to keep
     (``ReferenceResult.currents`` / ``.voltages``); analysis only, results are unchanged."""
-    x_seq = np.asarray(x, dtype=np.int64) if encoded else encode_input(graph, x)
+    x_seq = np.asarray(x, dtype=np.int64) if encoded else encode_integer(graph, x)
     return _Runner(graph).run(x_seq, record, record_membrane)

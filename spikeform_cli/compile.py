@@ -383,11 +383,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _verify_lava(compiled: Compiled, test_ds, target: str, show: bool) -> dict:
     """Run the test samples through Lava and compare with the reference executor."""
-    from compiler.reference import encode_input
+    from compiler.encoding import encode_integer
     from deploy.lava.verify import verify_against_reference
 
     x, y = _stack(test_ds, len(test_ds))
-    x_seq = encode_input(compiled.quantized, x)
+    x_seq = encode_integer(compiled.quantized, x)
     with tqdm(desc=f"Lava ({target})", unit="step", disable=not show, leave=False) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total

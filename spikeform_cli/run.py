@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from spikeform_cli.exit_codes import run_with_exit_codes
 from compiler.ir import Graph, IRError
-from compiler.reference import encode_input
+from compiler.encoding import encode_integer
 from compiler.serialize import load_graph, write_atomic
 
 DEFAULT_SAMPLES = 32
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             idx = indices[lo:lo + args.chunk]
             x, y = get(idx)
             try:
-                x_seq = encode_input(graph, x)
+                x_seq = encode_integer(graph, x)
             except ValueError as e:
                 raise RunError(f"--input does not fit this network: {e}") from None
             res = lava_run(network, x_seq, target=args.target, probes=args.probe)

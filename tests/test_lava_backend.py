@@ -29,7 +29,8 @@ from loihi_numerics import fixed_point as fx
 from compiler.frontend import checkpoint_to_ir, model_to_ir
 from compiler.passes import float_passes
 from compiler.passes.quantize import quantize
-from compiler.reference import attention_counts, encode_input, run_reference
+from compiler.encoding import encode_integer
+from compiler.reference import attention_counts, run_reference
 from deploy.lava import LoihiUnavailableError, LoweringError, lower, run, run_config
 from deploy.lava.attention.models import attention_products
 from deploy.lava.attention.process import SpikingAttention
@@ -66,7 +67,7 @@ def assert_matches_reference(graph, x, target="lava-sim", probes=None, check_rat
     net = lower(graph)
     probes = net.probe_names() if probes is None else probes
     ref = run_reference(graph, x, record=True)
-    res = run(net, encode_input(graph, x), target=target, probes=probes)
+    res = run(net, encode_integer(graph, x), target=target, probes=probes)
     for name in spiking_nodes(graph):
         rate = ref.outputs[name].mean()
         if check_rates:
@@ -169,14 +170,14 @@ def test_lowering_and_input_checks():
         lower(float_passes(model_to_ir(build_model(cfg).eval())))
     g = random_graph(cfg)
     net = lower(g)
-    xs = encode_input(g, random_input(cfg, batch=2))
+    xs = encode_integer(g, random_input(cfg, batch=2))
     with pytest.raises(ValueError, match=r"\[T=2, B, 1, 8, 8\]"):
         build(net, xs[:1])
     with pytest.raises(ValueError, match="cannot probe"):
         build(net, xs, probes=["head"])
     ev = get_config("test-micro-events")
     g_ev = random_graph(ev)
-    bad = encode_input(g_ev, random_input(ev, batch=1)) * 2
+    bad = encode_integer(g_ev, random_input(ev, batch=1)) * 2
     with pytest.raises(ValueError, match="binary"):
         build(lower(g_ev), bad)
 
@@ -266,7 +267,7 @@ def test_loihi2_target_without_extension_explains():
 def micro():
     cfg = get_config("test-micro")
     g = random_graph(cfg)
-    return lower(g), encode_input(g, random_input(cfg, batch=2))
+    return lower(g), encode_integer(g, random_input(cfg, batch=2))
 
 
 def test_runtime_stopped_after_model_error(micro, monkeypatch):
@@ -322,10 +323,10 @@ CTRL_C_SCRIPT = textwrap.dedent("""
     from compiler.frontend import model_to_ir
     from compiler.passes import float_passes
     from compiler.passes.quantize import quantize
-    from compiler.reference import encode_input
+    from compiler.encoding import encode_integer
     from deploy.lava import lower, run
     g = quantize(float_passes(model_to_ir(build_model(get_config("test-micro")).eval())))
-    xs = encode_input(g, torch.rand(40, 1, 8, 8))   # 90 steps: SIGINT lands mid-stream
+    xs = encode_integer(g, torch.rand(40, 1, 8, 8))   # 90 steps: SIGINT lands mid-stream
 
     def callback(done, total):
         if done == 1:

@@ -30,7 +30,8 @@ from compiler.float_exec import run_float
 from compiler.frontend import checkpoint_to_ir, model_to_ir
 from compiler.ir import Graph, Node
 from compiler.passes import float_passes
-from deploy.lava import FLOAT_TARGET, LoweringError, encode_float_input, lower, lower_float, run
+from compiler.encoding import encode_float
+from deploy.lava import FLOAT_TARGET, LoweringError, lower, lower_float, run
 from deploy.lava.float_lowering import lif_lava_params
 from deploy.lava.runner import LavaResult
 from deploy.lava.verify import verify_float_against_float_exec
@@ -162,7 +163,7 @@ def make_copy(net: nn.Sequential) -> nn.Sequential:
 
 
 def lava_float(graph: Graph, x: torch.Tensor, probes) -> LavaResult:
-    return run(lower_float(graph), encode_float_input(graph, x), target=FLOAT_TARGET,
+    return run(lower_float(graph), encode_float(graph, x), target=FLOAT_TARGET,
                probes=probes)
 
 
@@ -439,7 +440,7 @@ def test_unsupported_ops_name_the_node():
 
 def test_targets_and_networks_must_match():
     g = _one_neuron_graph(2.0, 1.0, 1.0, ">=", 2)
-    x = encode_float_input(g, np.ones((1, 1, 1, 1)))
+    x = encode_float(g, np.ones((1, 1, 1, 1)))
     with pytest.raises(ValueError,
                        match="target 'lava-sim' does not fit.*lower_float.*'lava-sim-float'"):
         run(lower_float(g), x, target="lava-sim")

@@ -17,7 +17,7 @@ import torch
 from compiler.calibration import detect_input_grid
 from compiler.ir import Graph, Node
 from compiler.passes.quantize import QuantizeOptions, quantize
-from compiler.reference import encode_input
+from compiler.encoding import encode_integer
 from deploy.lava import lower
 from deploy.lava.verify import verify_against_reference
 from spikformer_neuro.data import load_dataset
@@ -78,7 +78,7 @@ def quantize_for_digits(graph: Graph) -> Graph:
 
 def check_lava_equals_reference(q: Graph) -> None:
     x = digits("test", SAMPLES)
-    check = verify_against_reference(q, encode_input(q, x), "lava-sim")
+    check = verify_against_reference(q, encode_integer(q, x), "lava-sim")
     assert check.spikes_compared > 0
     assert check.layer_mismatches == {name: 0 for name in check.layer_mismatches}
     assert (check.spike_mismatches, check.logit_mismatches,

@@ -16,7 +16,8 @@ from compiler.frontend import model_to_ir
 from compiler.ir import Graph, IRError, Node
 from compiler.passes import float_passes
 from compiler.passes.quantize import quantize
-from compiler.reference import attention_counts, encode_input, run_reference
+from compiler.encoding import encode_integer
+from compiler.reference import attention_counts, run_reference
 from spikformer_neuro.zoo import get_config
 from spikformer_neuro.testing import firing_model
 
@@ -69,7 +70,7 @@ def test_graph_a_by_hand():
     g = graph_a()
     x = np.array([[[[0.25, 1.0]]], [[[0.0, 0.5]]]])  # two samples
     # x_int = round(4 x): sample 0 -> [1, 4], sample 1 -> [0, 2]
-    assert np.array_equal(encode_input(g, x)[:, :, 0, 0, :],
+    assert np.array_equal(encode_integer(g, x)[:, :, 0, 0, :],
                           np.array([[[1, 4], [0, 2]]] * 3))
     res = run_reference(g, x, record=True)
     # threshold: v > 5 << 6 = 320
@@ -162,7 +163,7 @@ def test_encode_input_rounds_half_to_even_and_normalises():
     g["input"].attrs["input_scale"] = 2.0
     x = np.array([[[[0.25, 0.75]]], [[[0.3, 1.0]]]])
     # 2 x = [0.5, 1.5] -> [0, 2] (half to even); [0.6, 2.0] -> [1, 2]
-    enc = encode_input(g, x)
+    enc = encode_integer(g, x)
     assert enc.shape == (3, 2, 1, 1, 2) and enc.dtype == np.int64
     assert np.array_equal(enc[0, :, 0, 0], [[0, 2], [1, 2]])
     assert np.array_equal(enc[0], enc[2])
@@ -170,9 +171,9 @@ def test_encode_input_rounds_half_to_even_and_normalises():
     g["input"].attrs.update(mean=[0.5], std=[0.25], input_scale=63.5)
     x = np.array([[[[0.0, 1.0]]], [[[0.5, 0.501]]]])
     # -2 * 63.5 = -127; 127; 0; 0.004 * 63.5 = 0.254 -> 0
-    assert np.array_equal(encode_input(g, x)[1, :, 0, 0], [[-127, 127], [0, 0]])
+    assert np.array_equal(encode_integer(g, x)[1, :, 0, 0], [[-127, 127], [0, 0]])
     # torch tensors are accepted too
-    assert np.array_equal(encode_input(g, torch.from_numpy(x)), encode_input(g, x))
+    assert np.array_equal(encode_integer(g, torch.from_numpy(x)), encode_integer(g, x))
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -185,7 +186,7 @@ def test_encode_input_rounds_half_to_even_and_normalises():
 ])
 def test_encode_input_errors_name_the_problem_graded(bad, message):
     with pytest.raises(ValueError, match=message):
-        encode_input(graph_a(), bad)
+        encode_integer(graph_a(), bad)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -197,7 +198,7 @@ def test_encode_input_errors_name_the_problem_graded(bad, message):
 ])
 def test_encode_input_errors_name_the_problem_events(bad, message):
     with pytest.raises(ValueError, match=message):
-        encode_input(graph_b(), bad)
+        encode_integer(graph_b(), bad)
 
 
 def test_refuses_float_graphs_and_unknown_recordings():
@@ -301,7 +302,7 @@ def test_reference_equals_manual_fixed_point_stepping(seed, batch):
     rng = np.random.default_rng(seed + 1)
     x = rng.random((batch, 2, 4, 4))
     res = run_reference(g, x, record=True)
-    xs = encode_input(g, x)
+    xs = encode_integer(g, x)
     p = {n: fx.LifParams(**{k: g[n].params[k] for k in ("du", "dv", "vth", "bias_mant",
                                                          "bias_exp")}) for n in ("l1", "l2")}
     state = {n: (np.zeros((batch,) + g[n].shape, np.int64),) * 2 for n in p}
@@ -358,5 +359,5 @@ def test_batch_independence(name):
     shuffled = run_reference(q, x[perm])
     assert np.array_equal(shuffled.logits, full.logits[perm])
     # encoded input gives the same run
-    again = run_reference(q, encode_input(q, x), encoded=True)
+    again = run_reference(q, encode_integer(q, x), encoded=True)
     assert np.array_equal(again.logits, full.logits)

@@ -4,23 +4,24 @@ to ``compiler.reference.run_reference``.
 
     from deploy.lava import lower, run
     net = lower(quantized_graph)
-    res = run(net, encode_input(quantized_graph, images), probes=net.probe_names())
+    res = run(net, encode_integer(quantized_graph, images), probes=net.probe_names())
     res.logits, res.predictions, res.outputs["blocks.0.attn.q.lif"]   # [T, B, C, H, W]
 
 Float graphs (after ``compiler.passes.float_passes``) run with Lava's
 floating-point models on target ``lava-sim-float``::
 
-    from deploy.lava import encode_float_input, lower_float, run
-    res = run(lower_float(float_graph), encode_float_input(float_graph, images))
+    from compiler.encoding import encode_float
+    from deploy.lava import lower_float, run
+    res = run(lower_float(float_graph), encode_float(float_graph, images))
 
 See docs/lava-backend.md.
 """
-from deploy.lava.float_lowering import encode_float_input, lower_float
+from deploy.lava.float_lowering import lower_float
 from deploy.lava.lowering import LavaNetwork, LoweringError, Stage, lower
 from deploy.lava.runner import LavaResult, run
 from deploy.lava.targets import (DEFAULT_TARGET, FLOAT_TARGET, FLOAT_TARGETS, TARGETS,
                                  LoihiUnavailableError, loihi_extension_available, run_config)
 
 __all__ = ["DEFAULT_TARGET", "FLOAT_TARGET", "FLOAT_TARGETS", "LavaNetwork", "LavaResult",
-           "LoihiUnavailableError", "LoweringError", "Stage", "TARGETS", "encode_float_input",
+           "LoihiUnavailableError", "LoweringError", "Stage", "TARGETS",
            "loihi_extension_available", "lower", "lower_float", "run", "run_config"]

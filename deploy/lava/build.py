@@ -54,7 +54,7 @@ def stream_data(network: LavaNetwork, x_seq: np.ndarray, num_steps: int) -> np.n
     else:
         if x.dtype.kind not in "iub":
             if not np.array_equal(x, np.round(x)):
-                raise ValueError("input must hold integers (use compiler.reference.encode_input)")
+                raise ValueError("input must hold integers (use compiler.reference.encode_integer)")
         x = x.astype(np.int64)
         dtype = np.int32
     if network.input_encoding == "spikes" and ((x != 0) & (x != 1)).any():

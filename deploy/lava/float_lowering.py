@@ -205,40 +205,5 @@ def lower_float(graph: Graph) -> LavaNetwork:
     return plan.network(readout, "float")
 
 
-def encode_float_input(graph: Graph, x) -> np.ndarray:
-    """A batch as ``compiler.float_exec.run_float`` takes it -> the float64 input sequence
-    ``[T, B, C, H, W]`` that ``deploy.lava.run`` streams: static images ``[B, C, H, W]``
-    normalised with the input node's per-channel ``mean``/``std`` (absent: 0 / 1) and
-    repeated over T; event frames ``[B, T, C, H, W]`` transposed."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    node = graph.input_node
-    shape = tuple(int(s) for s in node.shape)
-    T = int(graph.meta["time_steps"])
-    enc = node.attrs.get("encoding")
-    where = f"node '{node.name}' (input)"
-    if enc == "spikes":
-        if x.ndim != 5 or tuple(x.shape[2:]) != shape or x.shape[1] != T:
-            raise ValueError(f"{where}: expected event input [B, {T}, "
-                             f"{', '.join(map(str, shape))}], got {list(x.shape)}")
-        seq = x.transpose(1, 0, 2, 3, 4)
-    elif enc == "analog":
-        if x.ndim != 4 or tuple(x.shape[1:]) != shape:
-            raise ValueError(f"{where}: expected image input [B, "
-                             f"{', '.join(map(str, shape))}], got {list(x.shape)}")
-        seq = np.broadcast_to(x, (T,) + x.shape)
-    else:
-        raise IRError(f"{where}: unknown encoding {enc!r} (expected 'analog' or 'spikes')")
-    if "mean" in node.attrs or "std" in node.attrs:
-        c = shape[0]
-        mean = np.asarray(node.attrs.get("mean", [0.0] * c), dtype=np.float64)
-        std = np.asarray(node.attrs.get("std", [1.0] * c), dtype=np.float64)
-        if mean.shape != (c,) or std.shape != (c,):
-            raise IRError(f"{where}: mean/std need {c} values (one per channel)")
-        seq = (seq - mean.reshape(-1, 1, 1)) / std.reshape(-1, 1, 1)
-    return np.ascontiguousarray(seq)
-
-
-__all__: List[str] = ["FLOAT_LOWERED_OPS", "encode_float_input", "lif_lava_params",
+__all__: List[str] = ["FLOAT_LOWERED_OPS", "lif_lava_params",
                       "lower_float"]

@@ -45,7 +45,7 @@ def run(network: LavaNetwork, x_seq, *, target: Optional[str] = None,
         probes: Iterable[str] = (), chunk_steps: Optional[int] = None,
         callback: Optional[Callable[[int, int], None]] = None) -> LavaResult:
     """Stream ``x_seq`` (integer input [T, B, C, H, W], e.g. from
-    ``compiler.reference.encode_input``) through ``network`` on ``target``.
+    ``compiler.reference.encode_integer``) through ``network`` on ``target``.
 
     ``probes``: node names (see ``network.probe_names()``) whose per-step
     outputs are returned re-aligned to algorithmic time, ``[T, B, *shape]`` in
@@ -56,7 +56,7 @@ def run(network: LavaNetwork, x_seq, *, target: Optional[str] = None,
 
     ``target`` defaults to ``lava-sim`` for a fixed-point network (``lower``) and
     ``lava-sim-float`` for a floating-point one (``lower_float``, with float input from
-    ``deploy.lava.float_lowering.encode_float_input``).
+    ``deploy.lava.float_lowering.encode_float``).
     """
     if target is None:
         target = FLOAT_TARGET if network.numeric == "float" else DEFAULT_TARGET

@@ -10,7 +10,8 @@ import numpy as np
 
 from compiler.ir import Graph
 from compiler.reference import run_reference
-from deploy.lava.float_lowering import encode_float_input, lower_float
+from compiler.encoding import encode_float
+from deploy.lava.float_lowering import lower_float
 from deploy.lava.lowering import lower
 from deploy.lava.runner import LavaResult, run
 from deploy.lava.targets import FLOAT_TARGET
@@ -69,7 +70,7 @@ def verify_float_against_float_exec(graph: Graph, x, target: str = FLOAT_TARGET,
 
     network = lower_float(graph)
     probes = [n.name for n in graph.by_op("lif", "threshold")]
-    lava = run(network, encode_float_input(graph, x), target=target,
+    lava = run(network, encode_float(graph, x), target=target,
                probes=probes + [p for p in extra_probes if p not in probes],
                chunk_steps=max(1, network.time_steps * 8), callback=progress)
     ref = run_float(graph, torch.as_tensor(x), record=probes, dtype=torch.float64)
