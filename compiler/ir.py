@@ -28,6 +28,16 @@ class IRError(ValueError):
     """An invalid graph; the message names the node and what is wrong."""
 
 
+class OptionError(IRError):
+    """A caller-supplied option is missing or wrong. ``option`` is the Python parameter's
+    name (``time_steps``); library messages name that, and the command-line layer adds its
+    flag (``--time-steps``), so the compiler never quotes the CLI."""
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option
+
+
 @dataclass
 class Node:
     name: str
