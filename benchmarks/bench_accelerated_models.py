@@ -34,8 +34,6 @@ from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
 from lava.proc.conv import utils as conv_utils  # noqa: E402
 from lava.proc.conv.models import PyConvModelFixed  # noqa: E402
 from lava.proc.conv.process import Conv  # noqa: E402
-from lava.proc.dense.models import PyDenseModelBitAcc  # noqa: E402
-from lava.proc.dense.process import Dense  # noqa: E402
 from lava.proc.io.sink import RingBuffer as SinkBuffer  # noqa: E402
 from lava.proc.io.source import RingBuffer as SourceBuffer  # noqa: E402
 from lava.proc.lif.models import PyLifModelBitAcc  # noqa: E402
@@ -43,7 +41,6 @@ from lava.proc.lif.process import LIF  # noqa: E402
 
 from deploy.accelerated import accelerated_run_config  # noqa: E402
 from deploy.accelerated.models import (PyConvModelFixedAccelerated,  # noqa: E402
-                                       PyDenseModelBitAccAccelerated,
                                        PyLifModelBitAccAccelerated)
 
 
@@ -77,15 +74,6 @@ def conv_model(cls, w, in_shape, pad, inputs):
     m.num_message_bits = np.array([0], np.int8)
     m.weight_exp, m.num_weight_bits = np.array([0], np.int32), np.array([8], np.int8)
     m.a_buf = np.zeros(out, np.int32)
-    m.s_in, m.a_out = _In(inputs), _Out()
-    return m
-
-
-def dense_model(cls, w, inputs):
-    m = cls({})
-    m.weights = w.astype(np.int32)
-    m.a_buff = np.zeros(w.shape[0], np.int32)
-    m.num_message_bits = np.array([0])
     m.s_in, m.a_out = _In(inputs), _Out()
     return m
 
@@ -133,17 +121,6 @@ def conv_lava_builder(w, in_shape, pad, data):
         sink = SinkBuffer(shape=conv.output_shape, buffer=data.shape[-1])
         src.s_out.connect(conv.s_in)
         conv.a_out.connect(sink.a_in)
-        return src, sink
-    return build
-
-
-def dense_lava_builder(w, data):
-    def build():
-        src = SourceBuffer(data=data)
-        dense = Dense(weights=w)
-        sink = SinkBuffer(shape=(w.shape[0],), buffer=data.shape[-1])
-        src.s_out.connect(dense.s_in)
-        dense.a_out.connect(sink.a_in)
         return src, sink
     return build
 
@@ -222,24 +199,6 @@ def main() -> None:
             note = f"stock skipped (too slow): est. {est:.2f} s/step"
         rows.append((name, t_stock, t_acc, lava_stock, lava_acc, path, note))
         print_row(rows[-1], flush=True)
-
-    # Dense 384 -> 1536
-    w = rng.integers(-128, 128, (1536, 384))
-    data = (rng.random((384, steps + 1)) < 0.2).astype(np.int32)
-    inputs = [data[:, t] for t in range(steps + 1)]
-    res = {}
-    for cls in (PyDenseModelBitAcc, PyDenseModelBitAccAccelerated):
-        res[cls] = time_model(dense_model(cls, w, inputs), steps)
-    assert all(np.array_equal(a, b) for a, b in
-               zip(res[PyDenseModelBitAcc][1], res[PyDenseModelBitAccAccelerated][1]))
-    build = dense_lava_builder(w, data)
-    lv = (None, None) if args.no_lava else (
-        time_lava(build, Loihi2SimCfg(select_tag="fixed_pt"), steps),
-        time_lava(build, accelerated_run_config(), steps))
-    rows.append(("Dense 384->1536 (20% spikes)", res[PyDenseModelBitAcc][0],
-                 res[PyDenseModelBitAccAccelerated][0], lv[0], lv[1], "mixed",
-                 "bit-exact"))
-    print_row(rows[-1], flush=True)
 
     # LIF (the layer after a conv / MLP)
     for n in (24576, 98304):

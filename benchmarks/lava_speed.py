@@ -78,6 +78,7 @@ def stock_partial(graph, net, x_seq: np.ndarray, steps: int) -> dict[str, object
     compared with the reference executor."""
     from compiler.reference import run_reference
     from deploy.lava.build import build
+    from loihi_numerics import fixed_point as fx
     from deploy.lava.runner import receive_messages
     from deploy.lava.runtime import create_runtime, run_steps, runtime_of, stop_runtime
     from deploy.lava.targets import run_config
@@ -109,7 +110,7 @@ def stock_partial(graph, net, x_seq: np.ndarray, steps: int) -> dict[str, object
             s, t = divmod(i - lag, T)
             if s >= B:
                 break
-            got = recs[n][i].transpose(2, 1, 0).astype(np.int64)   # (W, H, C) -> (C, H, W)
+            got = fx.from_lava_layout(recs[n][i]).astype(np.int64)   # (W, H, C) -> (C, H, W)
             want = ref.outputs[n][t, s]
             compared += want.size
             mismatches += int((got != want).sum())

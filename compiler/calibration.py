@@ -8,19 +8,23 @@ import torch
 
 from loihi_numerics.grid import detect_input_levels
 
+from .encoding import normalisation
 from .float_exec import run_float
 from .ir import Graph
+from .ops import attr
 
 
 def detect_input_grid(graph: Graph, x, max_levels: int = 255) -> Optional[int]:
     """Integer levels per unit that encode these (normalised) inputs exactly, or None."""
     node = graph.input_node
-    if node.attrs["encoding"] != "analog":
+    if attr(node, "encoding") != "analog":
         return None
     x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    mean = np.asarray(node.attrs.get("mean", [0.0]), dtype=np.float64).reshape(1, -1, 1, 1)
-    std = np.asarray(node.attrs.get("std", [1.0]), dtype=np.float64).reshape(1, -1, 1, 1)
-    return detect_input_levels((x.astype(np.float64) - mean) / std, max_levels)
+    x = x.astype(np.float64)
+    stats = normalisation(node)   # per channel [C, 1, 1], as compiler.encoding normalises
+    if stats is not None:
+        x = (x - stats[0]) / stats[1]
+    return detect_input_levels(x, max_levels)
 
 
 def observed_synaptic_max(graph: Graph, x, batch_size: int = 32,

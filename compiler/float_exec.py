@@ -4,8 +4,9 @@
 the Spikformer takes it and returns the logits plus, on request, every node's output.
 
 Input batch
-    ``[B, C, H, W]`` static images, repeated over ``graph.meta["time_steps"]`` steps, or
-    ``[B, T, C, H, W]`` event frames when the input node's ``attrs["encoding"] == "spikes"``.
+    ``[B, C, H, W]`` static images, repeated over ``graph.time_steps`` steps, or
+    ``[B, T, C, H, W]`` event frames when the input node's ``attrs["encoding"] == "spikes"``
+    (checked by :func:`compiler.encoding.check_batch`, the message every executor gives).
 
 Recorded outputs
     ``FloatResult.outputs[name]`` is ``[T, B, *node.shape]`` (time first, map layout: a token
@@ -39,8 +40,14 @@ Semantics per op (per time step unless stated; ``[B, C, H, W]`` maps, channels =
     ``token_time_mean``  mean over time and over H, W: ``[T, B, D, H, W] -> [B, D]``.
     ``affine``           ``x @ weight.T + bias`` (bias optional).
     ``output``           identity; its value is the logits.
-    Any other op with several inputs first sums them (NIR's convention). Loihi-level ops
-    (``loihi_lif``, ``token_time_sum``) are not float ops: they raise :class:`IRError`.
+    Any other op with several inputs first sums them (NIR's convention:
+    :meth:`FloatExecutor.fan_in`). Quantized-level ops (``loihi_lif``, ``token_time_sum``)
+    have no handler here: they raise :class:`IRError` (the reference executor runs them).
+
+Structure
+    :class:`FloatExecutor` is a :class:`compiler.interpreter.Interpreter` with one ``op_<name>``
+    handler per FLOAT-level op of the registry (``compiler.ops.ops_at(FLOAT)``); the driver
+    loop, the recording and the freeing of dead values are the interpreter's.
 
 Bit-identity with the PyTorch model
     In float32 (and float64 against ``model.double()``) the executor reproduces the model's
@@ -57,7 +64,7 @@ Bit-identity with the PyTorch model
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -65,13 +72,13 @@ import torch.nn.functional as F
 
 from spikformer_neuro.neuron import lif_multistep
 
+from .encoding import SPIKES, check_batch, normalisation
+from .interpreter import Interpreter, where
 from .ir import Graph, IRError, Node, lif_attrs
+from .layout import map_to_tokens, merge_heads, pair, split_heads, tokens_to_map
+from .ops import attr
 
-__all__ = ["FloatResult", "run_float", "FLOAT_OPS"]
-
-FLOAT_OPS = frozenset({"input", "conv2d", "batchnorm", "lif", "maxpool2d", "sumpool2d",
-                       "threshold", "spiking_attention", "sum", "token_time_mean", "affine",
-                       "output"})
+__all__ = ["FloatResult", "FloatExecutor", "run_float"]
 
 
 @dataclass
@@ -93,34 +100,26 @@ class _Value:
     def as_map(self) -> torch.Tensor:
         if self.layout != "tokens":
             return self.data
-        d, h, w = self.shape
-        t = self.data
-        return t.transpose(-1, -2).reshape(*t.shape[:-2], d, h, w)
+        return tokens_to_map(self.data, self.shape)
 
     def as_tokens(self, where: str) -> torch.Tensor:
         if self.layout == "tokens":
             return self.data.contiguous()
         if len(self.shape) != 3:
             raise IRError(f"{where}: needs a [D, H, W] token grid, got shape {self.shape}")
-        return self.data.flatten(-2).transpose(-1, -2).contiguous()
+        return map_to_tokens(self.data).contiguous()
 
 
-def _pair(v, where: str, key: str) -> Tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2:
-            raise IRError(f"{where}: attribute '{key}' must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+class FloatExecutor(Interpreter):
+    """Runs a float-level graph in torch (``dtype``: float32 or float64); values are
+    :class:`_Value`. The source passed to :meth:`run` is the batch as the model takes it."""
 
+    name = "float executor"
 
-def _where(node: Node) -> str:
-    return f"node '{node.name}' ({node.op})"
-
-
-class _Executor:
-    def __init__(self, graph: Graph, dtype: torch.dtype):
-        self.g = graph
+    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float32):
+        super().__init__(graph)
         self.dtype = dtype
+        self.batch: Optional[int] = None
 
     def param(self, node: Node, key: str) -> Optional[torch.Tensor]:
         arr = node.params.get(key)
@@ -128,59 +127,84 @@ class _Executor:
             return None
         return torch.from_numpy(np.ascontiguousarray(arr)).to(self.dtype)
 
+    # -- the interpreter's hooks ------------------------------------------------------------
+    def unsupported(self, node: Node) -> IRError:
+        return IRError(f"{where(node)}: not a float-level op; the float executor runs float "
+                       "graphs (quantized graphs need the reference executor, "
+                       "compiler.reference.run_reference)")
+
+    def fan_in(self, node: Node, inputs: List[_Value]) -> _Value:
+        """Several inputs are summed in input order: in token layout when all are tokens,
+        else in map layout (``flat`` when the first input is)."""
+        if len(inputs) == 1:
+            return inputs[0]
+        first = inputs[0]
+        for other in inputs[1:]:
+            if other.shape != first.shape or other.timed != first.timed:
+                raise IRError(f"{where(node)}: cannot sum inputs of shapes "
+                              f"{[x.shape for x in inputs]}")
+        if all(x.layout == "tokens" for x in inputs):
+            acc = inputs[0].data
+            for x in inputs[1:]:
+                acc = acc + x.data
+            return _Value(acc, "tokens", first.timed, first.shape)
+        acc = inputs[0].as_map()
+        for x in inputs[1:]:
+            acc = acc + x.as_map()
+        return _Value(acc, "flat" if first.layout == "flat" else "map", first.timed, first.shape)
+
+    def recorded(self, node: Node, value: _Value) -> torch.Tensor:
+        return value.as_map()
+
+    def call(self, node: Node, source: Any = None) -> _Value:
+        value = super().call(node, source)
+        self.check_shape(node, value)
+        return value
+
+    def check_shape(self, node: Node, val: _Value) -> None:
+        got = tuple(val.as_map().shape) if val.layout == "tokens" else tuple(val.data.shape)
+        t = val.data.shape[0] if val.timed else None
+        want = ((t,) if val.timed else ()) + (self.batch,) + tuple(node.shape)
+        if got != want:
+            raise IRError(f"{where(node)}: computes a value of shape {list(got)}, but the graph "
+                          f"says {list(node.shape)} per sample (full {list(want)})")
+
     # -- ops --------------------------------------------------------------------------------
     def op_input(self, node: Node, x: torch.Tensor) -> _Value:
-        where = _where(node)
-        shape = tuple(node.shape)
-        dims = ", ".join(map(str, shape))
-        enc = node.attrs.get("encoding")
-        steps = self.g.meta.get("time_steps")
-        if enc == "spikes":
-            if x.dim() != 5 or tuple(x.shape[2:]) != shape:
-                raise ValueError(f"{where}: expected event input [B, T, {dims}], "
-                                 f"got {list(x.shape)}")
-            if steps is not None and x.shape[1] != int(steps):
-                raise ValueError(f"{where}: the graph runs {steps} time steps, the events have "
-                                 f"{x.shape[1]}")
+        enc = check_batch(self.graph, tuple(x.shape))
+        if enc not in (SPIKES, "analog"):
+            raise IRError(f"{where(node)}: encoding {enc!r} belongs to quantized graphs (the "
+                          "reference executor runs them); a float graph's input is 'analog' "
+                          "or 'spikes'")
+        self.batch = int(x.shape[0])
+        if enc == SPIKES:
             x = x.transpose(0, 1)
-        elif enc == "analog":
-            if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-                raise ValueError(f"{where}: expected image input [B, {dims}], "
-                                 f"got {list(x.shape)}")
-            if steps is None:
-                raise IRError(f"{where}: graph meta lacks 'time_steps' for an analog input")
-            x = x.unsqueeze(0).expand(int(steps), *x.shape)
         else:
-            raise IRError(f"{where}: unknown encoding {enc!r} (expected 'analog' or 'spikes')")
+            x = x.unsqueeze(0).expand(self.graph.time_steps, *x.shape)
         x = x.to(self.dtype)
-        if "mean" in node.attrs or "std" in node.attrs:
-            c = shape[0]
-            mean = node.attrs.get("mean", [0.0] * c)
-            std = node.attrs.get("std", [1.0] * c)
-            if len(mean) != c or len(std) != c:
-                raise IRError(f"{where}: mean/std need {c} values (one per channel)")
-            mean_t = torch.tensor([float(v) for v in mean], dtype=self.dtype).view(-1, 1, 1)
-            std_t = torch.tensor([float(v) for v in std], dtype=self.dtype).view(-1, 1, 1)
-            x = (x - mean_t) / std_t
-        return _Value(x, "map", True, shape)
+        stats = normalisation(node)
+        if stats is not None:   # in the compute dtype, as the model normalises
+            mean, std = (torch.from_numpy(s).to(self.dtype) for s in stats)
+            x = (x - mean) / std
+        return _Value(x, "map", True, tuple(node.shape))
 
     def op_conv2d(self, node: Node, v: _Value) -> _Value:
-        where = _where(node)
+        here = where(node)
         if len(v.shape) != 3:
-            raise IRError(f"{where}: input must be a [C, H, W] map, got shape {v.shape}")
+            raise IRError(f"{here}: input must be a [C, H, W] map, got shape {v.shape}")
         w = self.param(node, "weight")
         b = self.param(node, "bias")
-        stride = _pair(node.attrs["stride"], where, "stride")
-        padding = _pair(node.attrs["padding"], where, "padding")
-        groups = int(node.attrs["groups"])
+        stride = pair(attr(node, "stride"), here, "stride")
+        padding = pair(attr(node, "padding"), here, "padding")
+        groups = int(attr(node, "groups"))
         if w.dim() != 4:
-            raise IRError(f"{where}: weight must be [out, in/groups, kh, kw], got {list(w.shape)}")
+            raise IRError(f"{here}: weight must be [out, in/groups, kh, kw], got {list(w.shape)}")
         if w.shape[1] * groups != v.shape[0]:
-            raise IRError(f"{where}: weight {list(w.shape)} with groups={groups} does not take "
+            raise IRError(f"{here}: weight {list(w.shape)} with groups={groups} does not take "
                           f"{v.shape[0]} input channels")
         if tuple(w.shape[2:]) == (1, 1) and stride == (1, 1) and padding == (0, 0) and groups == 1:
             # Token-wise linear, computed as the model's nn.Linear computes it.
-            y = F.linear(v.as_tokens(where), w[:, :, 0, 0].contiguous(), b)
+            y = F.linear(v.as_tokens(here), w[:, :, 0, 0].contiguous(), b)
             return _Value(y, "tokens", v.timed, tuple(node.shape))
         x = v.as_map()
         lead = x.shape[:-3]
@@ -193,14 +217,13 @@ class _Executor:
         return _Value(y.reshape(*lead, *y.shape[1:]), "map", v.timed, tuple(node.shape))
 
     def op_batchnorm(self, node: Node, v: _Value) -> _Value:
-        where = _where(node)
         c = v.shape[0]
         p = {k: self.param(node, k) for k in ("gamma", "beta", "mean", "var")}
         for k, t in p.items():
             if t.shape != (c,):
-                raise IRError(f"{where}: parameter '{k}' has shape {list(t.shape)}, "
+                raise IRError(f"{where(node)}: parameter '{k}' has shape {list(t.shape)}, "
                               f"expected [{c}] (one per channel)")
-        eps = float(node.attrs["eps"])
+        eps = float(attr(node, "eps"))
 
         def bn(x2: torch.Tensor) -> torch.Tensor:
             return F.batch_norm(x2, p["mean"], p["var"], p["gamma"], p["beta"], False, 0.0, eps)
@@ -215,9 +238,8 @@ class _Executor:
         return _Value(y, v.layout, v.timed, tuple(node.shape))
 
     def op_lif(self, node: Node, v: _Value) -> _Value:
-        where = _where(node)
         if not v.timed:
-            raise IRError(f"{where}: a LIF needs a per-time-step input (it comes after "
+            raise IRError(f"{where(node)}: a LIF needs a per-time-step input (it comes after "
                           "token_time_mean)")
         tau, theta, r, rule = lif_attrs(node)
         if r == 1.0 and rule == ">=":  # the paper's LIF: the model's own kernel
@@ -242,12 +264,12 @@ class _Executor:
         return spikes
 
     def _pool(self, node: Node, v: _Value, fn) -> _Value:
-        where = _where(node)
+        here = where(node)
         if len(v.shape) != 3:
-            raise IRError(f"{where}: input must be a [C, H, W] map, got shape {v.shape}")
-        k = _pair(node.attrs["kernel"], where, "kernel")
-        s = _pair(node.attrs["stride"], where, "stride")
-        p = _pair(node.attrs["padding"], where, "padding")
+            raise IRError(f"{here}: input must be a [C, H, W] map, got shape {v.shape}")
+        k = pair(attr(node, "kernel"), here, "kernel")
+        s = pair(attr(node, "stride"), here, "stride")
+        p = pair(attr(node, "padding"), here, "padding")
         x = v.as_map()
         lead = x.shape[:-3]
         y = fn(x.reshape(-1, *x.shape[-3:]), k, s, p)
@@ -261,127 +283,46 @@ class _Executor:
             x, k, s, p, ceil_mode=False, count_include_pad=True, divisor_override=1))
 
     def op_threshold(self, node: Node, v: _Value) -> _Value:
-        th = float(node.attrs["threshold"])
+        th = float(attr(node, "threshold"))
         return _Value((v.data >= th).to(self.dtype), v.layout, v.timed, tuple(node.shape))
 
     def op_spiking_attention(self, node: Node, q: _Value, k: _Value, v: _Value) -> _Value:
-        where = _where(node)
-        heads = int(node.attrs["num_heads"])
-        scale = float(node.attrs["scale"])
+        here = where(node)
+        heads = int(attr(node, "num_heads"))
+        scale = float(attr(node, "scale"))
         if not (q.shape == k.shape == v.shape):
-            raise IRError(f"{where}: q, k, v shapes differ: {q.shape}, {k.shape}, {v.shape}")
+            raise IRError(f"{here}: q, k, v shapes differ: {q.shape}, {k.shape}, {v.shape}")
         if not (q.timed and k.timed and v.timed):
-            raise IRError(f"{where}: q, k, v must be per-time-step token grids")
+            raise IRError(f"{here}: q, k, v must be per-time-step token grids")
         d = q.shape[0]
         if heads < 1 or d % heads:
-            raise IRError(f"{where}: {d} channels do not split into {heads} heads")
-        qt, kt, vt = (val.as_tokens(where) for val in (q, k, v))  # [T, B, N, D]
+            raise IRError(f"{here}: {d} channels do not split into {heads} heads")
+        qh, kh, vh = (split_heads(val.as_tokens(here), heads) for val in (q, k, v))
+        out = (qh @ kh.transpose(-2, -1)) @ vh * scale        # [T, B, heads, N, D / heads]
+        return _Value(merge_heads(out), "tokens", True, tuple(node.shape))
 
-        def split(x: torch.Tensor) -> torch.Tensor:
-            t, b, n, dd = x.shape
-            return x.reshape(t, b, n, heads, dd // heads).transpose(2, 3)
-
-        qh, kh, vh = split(qt), split(kt), split(vt)
-        out = (qh @ kh.transpose(-2, -1)) @ vh * scale
-        return _Value(out.transpose(2, 3).reshape(qt.shape), "tokens", True, tuple(node.shape))
+    def op_sum(self, node: Node, v: _Value) -> _Value:
+        return _Value(v.data, v.layout, v.timed, tuple(node.shape))  # fan_in did the sum
 
     def op_token_time_mean(self, node: Node, v: _Value) -> _Value:
         if not v.timed:
-            raise IRError(f"{_where(node)}: input has no time dimension")
-        y = v.as_tokens(_where(node)).mean(dim=(0, 2))
+            raise IRError(f"{where(node)}: input has no time dimension")
+        y = v.as_tokens(where(node)).mean(dim=(0, 2))
         return _Value(y, "flat", False, tuple(node.shape))
 
     def op_affine(self, node: Node, v: _Value) -> _Value:
-        where = _where(node)
         w = self.param(node, "weight")
         if w.dim() != 2 or v.shape != (w.shape[1],):
-            raise IRError(f"{where}: weight {list(w.shape)} does not take an input of shape "
-                          f"{v.shape}")
+            raise IRError(f"{where(node)}: weight {list(w.shape)} does not take an input of "
+                          f"shape {v.shape}")
         return _Value(F.linear(v.data, w, self.param(node, "bias")), "flat", v.timed,
                       tuple(node.shape))
 
     def op_output(self, node: Node, v: _Value) -> _Value:
+        if v.timed:
+            raise IRError(f"{where(node)}: receives a per-time-step value; the logits must be "
+                          "[B, K] (is token_time_mean missing?)")
         return _Value(v.data, v.layout, v.timed, v.shape)
-
-    # -- driver -------------------------------------------------------------------------------
-    def sum_values(self, node: Node, vals: List[_Value]) -> _Value:
-        if len(vals) == 1:
-            return vals[0]
-        where = _where(node)
-        first = vals[0]
-        for other in vals[1:]:
-            if other.shape != first.shape or other.timed != first.timed:
-                raise IRError(f"{where}: cannot sum inputs of shapes {[x.shape for x in vals]}")
-        if all(x.layout == "tokens" for x in vals):
-            acc = vals[0].data
-            for x in vals[1:]:
-                acc = acc + x.data
-            return _Value(acc, "tokens", first.timed, first.shape)
-        acc = vals[0].as_map()
-        for x in vals[1:]:
-            acc = acc + x.as_map()
-        return _Value(acc, "flat" if first.layout == "flat" else "map", first.timed, first.shape)
-
-    def run(self, x: torch.Tensor, record: Union[bool, Iterable[str]]) -> FloatResult:
-        g = self.g
-        g.validate()
-        nodes = list(g)
-        if record is True:
-            wanted = {n.name for n in nodes}
-        elif record is False or record is None:
-            wanted = set()
-        else:
-            wanted = set(record)
-            unknown = sorted(wanted - set(g.nodes))
-            if unknown:
-                raise IRError(f"cannot record unknown node(s) {unknown}")
-        for n in nodes:
-            if n.op not in FLOAT_OPS:
-                raise IRError(f"{_where(n)}: not a float-level op; run_float executes "
-                              f"{sorted(FLOAT_OPS)} (Loihi-level graphs need the integer "
-                              "executor)")
-        last_use = {}
-        for i, n in enumerate(nodes):
-            for src in n.inputs:
-                last_use[src] = i
-        values: Dict[str, _Value] = {}
-        outputs: Dict[str, torch.Tensor] = {}
-        logits = None
-        for i, node in enumerate(nodes):
-            if node.op == "input":
-                val = self.op_input(node, x)
-            else:
-                ins = [values[s] for s in node.inputs]
-                if node.op == "spiking_attention":
-                    val = self.op_spiking_attention(node, *ins)
-                elif node.op == "sum":
-                    val = self.sum_values(node, ins)
-                    val = _Value(val.data, val.layout, val.timed, tuple(node.shape))
-                else:
-                    val = getattr(self, f"op_{node.op}")(node, self.sum_values(node, ins))
-            self.check_shape(node, val, x.shape[0])
-            values[node.name] = val
-            if node.name in wanted:
-                outputs[node.name] = val.as_map()
-            if node.op == "output":
-                if val.timed:
-                    raise IRError(f"{_where(node)}: receives a per-time-step value; the logits "
-                                  "must be [B, K] (is token_time_mean missing?)")
-                logits = val.data
-            for src in node.inputs:
-                if last_use.get(src) == i:
-                    values.pop(src, None)
-        assert logits is not None  # validate() guarantees an output node
-        return FloatResult(logits, outputs)
-
-    @staticmethod
-    def check_shape(node: Node, val: _Value, batch: int) -> None:
-        got = tuple(val.as_map().shape) if val.layout == "tokens" else tuple(val.data.shape)
-        t = val.data.shape[0] if val.timed else None
-        want = ((t,) if val.timed else ()) + (batch,) + tuple(node.shape)
-        if got != want:
-            raise IRError(f"{_where(node)}: computes a value of shape {list(got)}, but the graph "
-                          f"says {list(node.shape)} per sample (full {list(want)})")
 
 
 def run_float(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False,
@@ -394,5 +335,8 @@ def run_float(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False,
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"run_float computes in float32 or float64, not {dtype}")
     x = torch.as_tensor(x)
+    graph.validate()
+    executor = FloatExecutor(graph, dtype)
     with torch.no_grad():
-        return _Executor(graph, dtype).run(x, record)
+        outputs = executor.run(x, record=record)
+    return FloatResult(executor.values[graph.output_node.name].data, outputs)

@@ -17,6 +17,7 @@ from spikformer_neuro.checkpoint import Checkpoint, load_checkpoint
 from spikformer_neuro.model import ConvBNLIF, LinearBNLIF, Spikformer
 
 from .ir import Graph, Node
+from .ops import FLOAT
 
 
 def _np(t) -> np.ndarray:
@@ -63,7 +64,7 @@ def model_to_ir(model: Spikformer, meta: dict | None = None) -> Graph:
     """Walk a Spikformer into a float-level Graph (the model must be in eval mode semantics)."""
     cfg = model.cfg
     graph = Graph(meta={"model": cfg.name, "config": cfg.to_dict(), "time_steps": cfg.time_steps,
-                        "num_classes": cfg.num_classes, "stage": "float", **(meta or {})})
+                        "num_classes": cfg.num_classes, "stage": FLOAT.value, **(meta or {})})
     b = _Builder(graph)
     side = cfg.img_size
     x = b.add("input", "input", [], (cfg.in_channels, side, side),

@@ -1,30 +1,28 @@
-"""The compile pipeline: source -> float IR -> passes -> quantized IR, and its fidelity.
+"""The compile pipeline: source -> float IR -> passes -> quantized IR.
 
 A source is a spikeform-train checkpoint or a ``.nir`` file (:func:`load_source`); both yield
 a float graph plus what the rest needs (data set, image size, time steps), so everything
-after the source is shared. Each stage is a function of the previous one's output; the CLI
-(spikeform_cli/compile.py) strings them together and writes the artifact and report.
+after the source is shared. Each stage is a function of the previous one's output. How
+faithfully the result runs (float model vs reference executor) is measured by
+``compiler.reports.measure`` and reported by ``compiler.reports.compile_report``; the
+command-line layer strings these together and writes the artifact and the report.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Union
+from typing import Callable, Optional, Union
 
-import numpy as np
 import torch
 
 from spikformer_neuro.checkpoint import Checkpoint, load_checkpoint
 
 from .calibration import detect_input_grid, observed_synaptic_max
-from .float_exec import run_float
 from .frontend import checkpoint_to_ir
 from .ir import Graph, IRError
 from .passes import float_passes
 from .passes.quantize import QuantizeOptions, quantize
-from .reference import run_reference
-from .reports.energy import EnergyMeter
 
 
 @dataclass
@@ -42,7 +40,7 @@ class Source:
     path: Path
     kind: str                 # "checkpoint" or "nir"
     graph: Graph              # float IR (a checkpoint's before float_passes, a NIR file's as read)
-    dataset: Optional[str]    # data set name (None: a foreign NIR file without --dataset)
+    dataset: Optional[str]    # data set name (None: a foreign NIR file given no dataset)
     img_size: int             # side of the input images (the input node's H)
     time_steps: int
     model: str                # a name for reports
@@ -58,7 +56,8 @@ def load_source(path: Union[str, Path], *, nir_convention: Optional[str] = None,
                 dataset: Optional[str] = None) -> Source:
     """A checkpoint or a ``.nir`` file (by name or HDF5 signature) -> :class:`Source`.
 
-    The keyword arguments are for NIR files from other toolchains (compiler.nir.read_nir_file).
+    The keyword arguments are for NIR files from other toolchains (compiler.nir.read_nir_file);
+    a wrong or missing one is an ``OptionError`` whose ``option`` names it.
     """
     from .nir import is_nir_file, read_nir_file  # NIR/h5py only when needed
 
@@ -76,10 +75,11 @@ def load_source(path: Union[str, Path], *, nir_convention: Optional[str] = None,
     if len(inp.shape) != 3:
         raise IRError(f"{path}: input node '{inp.name}' has shape {list(inp.shape)}; the "
                       "pipeline feeds [C, H, W] images or event frames")
-    steps = graph.meta.get("time_steps")
-    if not isinstance(steps, int) or steps < 1:
+    try:
+        steps = graph.time_steps
+    except IRError:
         raise IRError(f"{path}: the graph does not say how many time steps it runs "
-                      f"(meta time_steps = {steps!r})")
+                      f"(meta time_steps = {graph.meta.get('time_steps')!r})") from None
     return Source(path, kind, graph, graph.meta.get("dataset") or dataset, int(inp.shape[1]),
                   steps, model)
 
@@ -118,61 +118,3 @@ def compile_checkpoint(ckpt: Checkpoint, calibration_x: Optional[torch.Tensor],
     compiled = compile_graph(checkpoint_to_ir(ckpt), calibration_x, overflow, margin)
     compiled.seconds = time.perf_counter() - start
     return compiled
-
-
-@dataclass
-class Fidelity:
-    """Float model vs reference executor on the same samples."""
-
-    samples: int = 0
-    correct_float: int = 0
-    correct_reference: int = 0
-    prediction_mismatches: int = 0
-    spikes_total: Dict[str, int] = field(default_factory=dict)
-    spikes_equal: Dict[str, int] = field(default_factory=dict)
-    spikes_float: Dict[str, int] = field(default_factory=dict)
-    spikes_reference: Dict[str, int] = field(default_factory=dict)
-    seconds_float: float = 0.0
-    seconds_reference: float = 0.0
-    energy: Optional[EnergyMeter] = None  # the paper's energy estimate, from reference spikes
-
-    def add(self, labels: np.ndarray, float_out, ref_out, lif_names: Iterable[str]) -> None:
-        fp = float_out.logits.argmax(1).cpu().numpy()
-        rp = ref_out.predictions
-        self.samples += len(labels)
-        self.correct_float += int((fp == labels).sum())
-        self.correct_reference += int((rp == labels).sum())
-        self.prediction_mismatches += int((fp != rp).sum())
-        for name in lif_names:
-            a = float_out.outputs[name].cpu().numpy().astype(np.int64)
-            b = ref_out.outputs[name]
-            self.spikes_total[name] = self.spikes_total.get(name, 0) + a.size
-            self.spikes_equal[name] = self.spikes_equal.get(name, 0) + int((a == b).sum())
-            self.spikes_float[name] = self.spikes_float.get(name, 0) + int(a.sum())
-            self.spikes_reference[name] = self.spikes_reference.get(name, 0) + int(b.sum())
-
-    def layers(self) -> Dict[str, dict]:
-        return {n: {"agreement": self.spikes_equal[n] / self.spikes_total[n],
-                    "rate_float": self.spikes_float[n] / self.spikes_total[n],
-                    "rate_reference": self.spikes_reference[n] / self.spikes_total[n]}
-                for n in self.spikes_total}
-
-
-def measure_fidelity(compiled: Compiled, batches: Iterable, progress: Callable = lambda it: it
-                     ) -> Fidelity:
-    """Run the float graph and the reference executor on (x, labels) batches and compare."""
-    lif_names = [n.name for n in compiled.quantized.by_op("loihi_lif")]
-    meter = EnergyMeter(compiled.quantized)
-    fid = Fidelity(energy=meter)
-    record = sorted(set(lif_names) | set(meter.record_names))
-    for x, y in progress(batches):
-        t0 = time.perf_counter()
-        f = run_float(compiled.float_graph, x, record=lif_names)
-        t1 = time.perf_counter()
-        r = run_reference(compiled.quantized, x, record=record)
-        t2 = time.perf_counter()
-        fid.seconds_float += t1 - t0
-        fid.seconds_reference += t2 - t1
-        fid.add(np.asarray(y), f, r, lif_names)
-        meter.add(r.outputs)
-    return fid

@@ -1,22 +1,31 @@
 """The reference executor: runs a quantized graph with exactly Lava 0.10's integer arithmetic.
 
 It is the ground truth the Lava backend must match spike for spike. Every op uses the
-bit-exact per-step functions of ``loihi_numerics.fixed_point`` (docs/reference-semantics.md), in
+bit-exact functions of ``loihi_numerics.fixed_point`` (docs/reference-semantics.md), in
 *algorithmic time*: at step t every node sees its inputs' values of the same step t (Lava
-adds one step per Conv/Dense hop; the backend re-aligns those delays). Vectorised over the
-batch; int64 throughout.
+adds one step per Conv/Dense hop; the backend re-aligns those delays). int64 throughout.
 
-Per step t, nodes in topological order:
-  input            the encoded input of step t (``compiler.encoding.encode_integer``)
-  conv2d           ``conv_accumulate`` of the (int32-summed) inputs; binary or graded input
-  loihi_lif        ``lif_step`` on the int32 sum of its inputs (u, v start at 0)
+Layer-major: :class:`ReferenceExecutor` is a :class:`compiler.interpreter.Interpreter` with
+one ``op_<name>`` handler per QUANTIZED-level op; each handler receives the whole integer
+sequence ``[T, B, *shape]`` of its (fan-in) input and returns its own. The graph is
+feed-forward and only ``loihi_lif`` has state, so this computes exactly what stepping every
+node once per time step computes. Convolutions run on the ``[T*B, C, H, W]`` reshape and
+LIFs step through time per slice of the batch, both in cache-sized slices (``CONV_CHUNK``,
+``LIF_CHUNK``): samples are independent, so the slicing never changes an integer.
+
+  input            the encoded input (``compiler.encoding.encode_integer``)
+  conv2d           ``conv_accumulate`` over the ``[T*B, C, H, W]`` reshape; binary or graded input
+  loihi_lif        ``lif_step`` over t = 0 .. T-1 (u, v start at 0)
   sumpool2d        window sums of binary spikes (a depthwise all-ones convolution)
   threshold        1 where the input >= threshold
   spiking_attention  per head ``gain * Q.(K^T.V)`` on binary q, k, v (tokens = H*W row-major)
   sum              integer sum of the inputs
-  token_time_sum   accumulates the input over tokens and all time steps
-After the last step: affine (integer ``W @ acc + b``) and output. The prediction is the
-argmax of the integer logits (first index on ties, as numpy and torch do).
+  token_time_sum   the input summed over time and tokens: ``[T, B, D, H, W] -> [B, D]``
+  affine, output   untimed ``[B, K]``: integer ``W @ acc + b``; the logits
+Several inputs into one node are added in int32, as Lava's ports add their messages
+(:meth:`ReferenceExecutor.fan_in`; the quantize pass proves that no graded stream reaches
+2^31, so residual sums are the plain integer sums). The prediction is the argmax of the
+integer logits (first index on ties, as numpy and torch do).
 
 Opt-in membrane record (``record_membrane``, via ``fixed_point.lif_voltage``), for analysis only:
 per ``loihi_lif`` the current ``u`` after the step and the voltage ``v`` after integration,
@@ -26,16 +35,25 @@ per ``loihi_lif`` the current ``u`` after the step and the voltage ``v`` after i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Union
+from typing import Dict, Iterable, List, Set, Union
 
 import numpy as np
 
 from loihi_numerics import fixed_point as fx
 from .encoding import encode_integer
+from .interpreter import Interpreter, where
 from .ir import Graph, IRError, Node
+from .layout import map_to_tokens, merge_heads, pair, split_heads, tokens_to_map
+from .ops import attr
 
-REFERENCE_OPS = frozenset({"input", "conv2d", "loihi_lif", "sumpool2d", "threshold",
-                           "spiking_attention", "sum", "token_time_sum", "affine", "output"})
+__all__ = ["ReferenceResult", "ReferenceExecutor", "run_reference", "attention_counts",
+           "attention_gain"]
+
+_LIF_PARAMS = ("du", "dv", "vth", "bias_mant", "bias_exp")
+# Work in cache-sized slices (the same integers: samples are independent); one call over the
+# whole [T*B] sequence is slower than slices on memory-bound numpy code.
+CONV_CHUNK = 1 << 18   # im2col elements per conv_accumulate call
+LIF_CHUNK = 1 << 15    # neurons (batch slice x population) per lif_step call
 
 
 @dataclass
@@ -51,121 +69,168 @@ class ReferenceResult:
         return self.logits.argmax(axis=1)
 
 
-def _summed(values: Dict[str, np.ndarray], node: Node) -> np.ndarray:
-    """Fan-in: Lava adds the messages of several connections in int32."""
-    if len(node.inputs) == 1:
-        return values[node.inputs[0]]
-    return fx.wrap_signed(sum(values[i] for i in node.inputs), 32)
-
-
 def attention_counts(q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads: int) -> np.ndarray:
-    """Per head Q.(K^T.V) on binary maps [B, D, H, W] -> integer counts [B, D, H, W].
+    """Per head Q.(K^T.V) on binary maps [..., D, H, W] -> integer counts of the same shape
+    (any leading dims: [B, ...] or [T, B, ...]).
 
     Reassociated as Q.(K^T.V): d x d per head instead of N x N, the same integers. Counts are
     at most N*d < 2^53, so float64 products are exact.
     """
-    b, d, h, w = q.shape
-    dh = d // num_heads
+    shape = q.shape[-3:]
 
-    def heads(a):  # [B, D, H, W] -> [B, heads, N, dh]
-        return a.reshape(b, num_heads, dh, h * w).transpose(0, 1, 3, 2).astype(np.float64)
+    def heads(a):  # [..., D, H, W] -> [..., heads, N, dh]
+        return split_heads(map_to_tokens(np.asarray(a)), num_heads).astype(np.float64)
 
     qh, kh, vh = heads(q), heads(k), heads(v)
-    out = qh @ (kh.transpose(0, 1, 3, 2) @ vh)
-    return out.transpose(0, 1, 3, 2).reshape(b, d, h, w).astype(np.int64)
+    out = qh @ (kh.swapaxes(-1, -2) @ vh)
+    return tokens_to_map(merge_heads(out), shape).astype(np.int64)
 
 
-class _Runner:
-    def __init__(self, graph: Graph):
-        unsupported = [n for n in graph if n.op not in REFERENCE_OPS]
-        if unsupported:
-            n = unsupported[0]
-            raise IRError(f"node '{n.name}' ({n.op}): the reference executor runs quantized "
-                          "graphs only; run the quantize pass first")
-        self.graph = graph
-        self.lif_params = {n.name: fx.LifParams(**{k: n.params[k] for k in
-                                                   ("du", "dv", "vth", "bias_mant", "bias_exp")})
-                           for n in graph.by_op("loihi_lif")}
-        self.pool_weights = {n.name: np.ones((n.shape[0], 1, n.attrs["kernel"], n.attrs["kernel"]),
-                                             dtype=np.int64) for n in graph.by_op("sumpool2d")}
+def attention_gain(node: Node) -> int:
+    """The integer gain of a quantized ``spiking_attention`` node (required at that level)."""
+    gain = attr(node, "gain")
+    if gain is None:
+        raise IRError(f"{where(node)}: missing attribute 'gain' (set by the quantize pass)")
+    return int(gain)
 
-    def run(self, x_seq: np.ndarray, record, record_membrane=False) -> ReferenceResult:
-        g = self.graph
-        batch = x_seq.shape[1]
-        wanted = set(g.nodes) if record is True else set(record or ())
-        unknown = wanted - set(g.nodes)
-        if unknown:
-            raise IRError(f"cannot record unknown node(s) {sorted(unknown)}")
-        membranes = set(self.lif_params) if record_membrane is True else set(record_membrane or ())
-        not_lif = membranes - set(self.lif_params)
-        if not_lif:
-            raise IRError(f"cannot record the membrane of {sorted(not_lif)}: not loihi_lif nodes")
-        u_trace = {n: [] for n in membranes}
-        v_trace = {n: [] for n in membranes}
-        state = {n: (np.zeros((batch,) + tuple(g[n].shape), np.int64),) * 2 for n in self.lif_params}
-        acc = {n.name: np.zeros((batch, n.shape[0]), np.int64) for n in g.by_op("token_time_sum")}
-        traces = {n: [] for n in wanted if g[n].op not in ("affine", "output", "token_time_sum")}
-        for t in range(x_seq.shape[0]):
-            values: Dict[str, np.ndarray] = {}
-            for node in g:
-                op = node.op
-                if op == "input":
-                    val = x_seq[t]
-                elif op == "conv2d":
-                    a = node.attrs
-                    val = fx.conv_accumulate(_summed(values, node), node.params["weight"],
-                                             a["stride"], a["padding"], 1, a["groups"],
-                                             num_message_bits=1 if a.get("graded_input") else 0)
-                elif op == "loihi_lif":
-                    u, v = state[node.name]
-                    v_old = v
-                    u, v, spikes = fx.lif_step(u, v, _summed(values, node), self.lif_params[node.name])
-                    state[node.name] = (u, v)
-                    if node.name in membranes:
-                        u_trace[node.name].append(u)
-                        v_trace[node.name].append(
-                            fx.lif_voltage(v_old, u, self.lif_params[node.name]))
-                    val = spikes.astype(np.int64)
-                elif op == "sumpool2d":
-                    a = node.attrs
-                    val = fx.conv_accumulate(_summed(values, node), self.pool_weights[node.name],
-                                             a["stride"], a["padding"], 1, node.shape[0])
-                elif op == "threshold":
-                    val = (_summed(values, node) >= node.attrs["threshold"]).astype(np.int64)
-                elif op == "spiking_attention":
-                    q, k, v_ = (values[i] for i in node.inputs)
-                    val = attention_counts(q, k, v_, node.attrs["num_heads"]) * int(node.attrs["gain"])
-                elif op == "sum":
-                    val = sum(values[i] for i in node.inputs)
-                elif op == "token_time_sum":
-                    acc[node.name] += _summed(values, node).sum(axis=(2, 3))
-                    continue
-                else:  # affine / output: after the time loop
-                    continue
-                values[node.name] = val
-                if node.name in traces:
-                    traces[node.name].append(val)
-        final: Dict[str, np.ndarray] = dict(acc)
-        for node in g:
-            if node.op == "affine":
-                x = sum(final[i] for i in node.inputs)
-                final[node.name] = x @ node.params["weight"].T + node.params.get("bias", 0)
-            elif node.op == "output":
-                final[node.name] = sum(final[i] for i in node.inputs)
-        outputs = {n: np.stack(v) for n, v in traces.items()}
-        outputs.update({n: final[n] for n in wanted if n in final})
-        return ReferenceResult(logits=final[g.output_node.name], outputs=outputs,
-                               currents={n: np.stack(t) for n, t in u_trace.items()},
-                               voltages={n: np.stack(t) for n, t in v_trace.items()})
+
+def lif_params(node: Node) -> fx.LifParams:
+    return fx.LifParams(**{k: node.params[k] for k in _LIF_PARAMS})
+
+
+class ReferenceExecutor(Interpreter):
+    """Layer-major integer execution of a quantized graph (see the module docstring).
+
+    Values are int64 arrays: ``[T, B, *shape]`` per time step, ``[B, K]`` after the readout.
+    ``membranes``: loihi_lif names whose u and pre-reset v are kept in ``currents`` /
+    ``voltages`` (``[T, B, *shape]``)."""
+
+    name = "reference executor"
+
+    def __init__(self, graph: Graph, membranes: Iterable[str] = ()):
+        super().__init__(graph)
+        self.membranes: Set[str] = set(membranes)
+        self.currents: Dict[str, np.ndarray] = {}
+        self.voltages: Dict[str, np.ndarray] = {}
+
+    def unsupported(self, node: Node) -> IRError:
+        return IRError(f"{where(node)}: the reference executor runs quantized graphs only; "
+                       "run the quantize pass first")
+
+    def fan_in(self, node: Node, inputs: List[np.ndarray]) -> np.ndarray:
+        """Lava adds the messages of several connections in int32."""
+        if len(inputs) == 1:
+            return inputs[0]
+        return fx.wrap_signed(sum(inputs), 32)
+
+    # -- ops (sequences [T, B, ...] in, sequences out) -------------------------------------
+    def op_input(self, node: Node, x_seq: np.ndarray) -> np.ndarray:
+        return x_seq
+
+    def _conv(self, node: Node, x: np.ndarray, weight: np.ndarray, stride, padding,
+              groups: int, num_message_bits: int) -> np.ndarray:
+        """``conv_accumulate`` over the ``[T*B, C, H, W]`` reshape (every sample and step is
+        independent), in slices of at most ``CONV_CHUNK`` im2col elements."""
+        t, b = x.shape[:2]
+        flat = x.reshape(t * b, *x.shape[2:])
+        per_sample = int(np.prod(node.shape[1:])) * int(np.prod(weight.shape[1:])) * groups
+        rows = max(1, CONV_CHUNK // max(per_sample, 1))
+
+        def conv(lo: int) -> np.ndarray:
+            return fx.conv_accumulate(flat[lo:lo + rows], weight, stride, padding, 1, groups,
+                                      num_message_bits=num_message_bits)
+
+        first = conv(0)
+        if rows >= t * b:
+            return first.reshape(t, b, *first.shape[1:])
+        out = np.empty((t * b,) + first.shape[1:], np.int64)
+        out[:rows] = first
+        for lo in range(rows, t * b, rows):
+            out[lo:lo + rows] = conv(lo)
+        return out.reshape(t, b, *out.shape[1:])
+
+    def op_conv2d(self, node: Node, x: np.ndarray) -> np.ndarray:
+        return self._conv(node, x, node.params["weight"], attr(node, "stride"),
+                          attr(node, "padding"), attr(node, "groups"),
+                          1 if attr(node, "graded_input") else 0)
+
+    def op_loihi_lif(self, node: Node, a_in: np.ndarray) -> np.ndarray:
+        """``lif_step`` over the T steps, for cache-sized slices of the batch in turn (every
+        sample's neurons are independent; LIF_CHUNK bounds the elements of a slice)."""
+        p = lif_params(node)
+        keep = node.name in self.membranes
+        steps, batch = a_in.shape[:2]
+        spikes = np.empty(a_in.shape, np.int64)
+        if keep:
+            us, vs = np.empty_like(spikes), np.empty_like(spikes)
+        rows = max(1, LIF_CHUNK // max(int(np.prod(a_in.shape[2:])), 1))
+        for lo in range(0, batch, rows):
+            hi = min(lo + rows, batch)
+            u = v = np.zeros((hi - lo,) + a_in.shape[2:], np.int64)
+            for t in range(steps):
+                v_old = v
+                u, v, s = fx.lif_step(u, v, a_in[t, lo:hi], p)
+                spikes[t, lo:hi] = s
+                if keep:
+                    us[t, lo:hi] = u
+                    vs[t, lo:hi] = fx.lif_voltage(v_old, u, p)
+        if keep:
+            self.currents[node.name], self.voltages[node.name] = us, vs
+        return spikes
+
+    def op_sumpool2d(self, node: Node, x: np.ndarray) -> np.ndarray:
+        kh, kw = pair(attr(node, "kernel"), where(node), "kernel")
+        c = int(node.shape[0])
+        ones = np.ones((c, 1, kh, kw), dtype=np.int64)
+        return self._conv(node, x, ones, attr(node, "stride"), attr(node, "padding"), c, 0)
+
+    def op_threshold(self, node: Node, x: np.ndarray) -> np.ndarray:
+        return (x >= attr(node, "threshold")).astype(np.int64)
+
+    def op_spiking_attention(self, node: Node, q: np.ndarray, k: np.ndarray,
+                             v: np.ndarray) -> np.ndarray:
+        counts = attention_counts(q, k, v, int(attr(node, "num_heads")))
+        return counts * attention_gain(node)
+
+    def op_sum(self, node: Node, x: np.ndarray) -> np.ndarray:
+        return x  # fan_in added the inputs
+
+    def op_token_time_sum(self, node: Node, x: np.ndarray) -> np.ndarray:
+        return x.sum(axis=(0, -2, -1))
+
+    def op_affine(self, node: Node, x: np.ndarray) -> np.ndarray:
+        return x @ node.params["weight"].T + node.params.get("bias", 0)
+
+    def op_output(self, node: Node, x: np.ndarray) -> np.ndarray:
+        return x
+
+
+def _membrane_names(graph: Graph, record_membrane) -> List[str]:
+    lifs = [n.name for n in graph.by_op("loihi_lif")]
+    if record_membrane is True:
+        return lifs
+    wanted = set(record_membrane or ())
+    not_lif = wanted - set(lifs)
+    if not_lif:
+        raise IRError(f"cannot record the membrane of {sorted(not_lif)}: not loihi_lif nodes")
+    return [n for n in lifs if n in wanted]
 
 
 def run_reference(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False,
                   encoded: bool = False,
                   record_membrane: Union[bool, Iterable[str]] = False) -> ReferenceResult:
     """Run a quantized graph on a batch (float, as the model takes it; or, with
-    ``encoded=True``, the integer sequence from ``compiler.encoding.encode_integer``).
+    ``encoded=True``, the integer sequence ``[T, B, C, H, W]`` from
+    ``compiler.encoding.encode_integer``).
 
+    ``record``: True for every node, an iterable of node names, or False for the logits only
+    (recorded values: ``[T, B, *shape]``; ``[B, *shape]`` from the readout on).
     ``record_membrane``: True or loihi_lif names whose u and pre-reset v to keep
     (``ReferenceResult.currents`` / ``.voltages``); analysis only, results are unchanged."""
-    x_seq = np.asarray(x, dtype=np.int64) if encoded else encode_integer(graph, x)
-    return _Runner(graph).run(x_seq, record, record_membrane)
+    executor = ReferenceExecutor(graph)
+    executor.check_supported()
+    executor.membranes = set(_membrane_names(graph, record_membrane))
+    x_seq = np.array(x, dtype=np.int64) if encoded else encode_integer(graph, x)
+    outputs = executor.run(x_seq, record=record)
+    return ReferenceResult(logits=executor.values[graph.output_node.name], outputs=outputs,
+                           currents=executor.currents, voltages=executor.voltages)

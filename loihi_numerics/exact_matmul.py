@@ -32,12 +32,12 @@ The inputs are converted to the float format first; that conversion is exact
 because ``|x[k]| <= m <= max(R, 1) * m`` (the test uses ``max(R, 1)``).
 ``R * m`` is evaluated with Python integers, so it cannot overflow.
 
-Who uses which fallback: Dense's stock model computes in integers, so the
-int64 path reproduces it exactly. Conv's stock model computes in float64; past
-the bound it may round in its own order, so the Conv model does not use the
-int64 path but a tight per-output check and, failing that, stock's own code
-(see :mod:`deploy.accelerated.models`). The reference's ``conv_accumulate``
-(:mod:`loihi_numerics.fixed_point`) chooses its dtype with :func:`exact_dtype`.
+Who uses it: the accelerated Lava Conv model (``deploy.accelerated.models``;
+Lava's stock Conv computes in float64 and may round in its own order past the
+bound, so that model does not use the int64 path but a tight per-output check
+and, failing that, stock's own code), the attention process's products and the
+reference's ``conv_accumulate`` (:mod:`loihi_numerics.fixed_point`), which
+choose their dtype with :func:`exact_dtype`.
 
 Tests force the int64 path by setting ``float32_limit = float64_limit = 0``
 on an instance (or a subclass of the model that owns it).
@@ -176,20 +176,3 @@ class ExactIntMatmul:
                 return np.einsum("...k,kn->...n", x, mat)
             return np.einsum("gpk,gkn->gpn", x, mat)
         return np.matmul(x, mat)
-
-    def rows_sum(self, rows: np.ndarray) -> np.ndarray:
-        """``sum_k M[k, :]`` over the selected ``rows`` (a binary input with
-        few ones), exactly, in int64 (2-D ``M`` only)."""
-        self._count(PATH_INT64)
-        return self._m[PATH_INT64][rows].sum(axis=0)
-
-    def rows_matmul(self, rows: np.ndarray, values: np.ndarray,
-                    path: str) -> np.ndarray:
-        """``values @ M[rows, :]`` -- a sparse input given by its non-zeros,
-        on ``path`` (``values`` in ``dtype_of(path)``; 2-D ``M`` only). The
-        bound of the full matrix also bounds any subset of its rows."""
-        self._count(path)
-        sub = self.matrix(path)[rows]
-        if path == PATH_INT64:
-            return np.einsum("k,kn->n", values, sub)
-        return values @ sub

@@ -387,13 +387,14 @@ def to_lava_conv_weight(weight) -> np.ndarray:
 
 
 def to_lava_layout(a) -> np.ndarray:
-    """One sample ``[C, H, W]`` -> Lava's ``(W, H, C)`` (``transpose(2,1,0)``)."""
-    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
+    """``[..., C, H, W]`` -> Lava's ``[..., W, H, C]`` (one sample: ``transpose(2, 1, 0)``;
+    leading axes, e.g. time or batch, are kept)."""
+    return np.ascontiguousarray(np.swapaxes(np.asarray(a), -1, -3))
 
 
 def from_lava_layout(a) -> np.ndarray:
-    """Lava's ``(W, H, C)`` -> ``[C, H, W]`` (the same transpose)."""
-    return np.ascontiguousarray(np.asarray(a).transpose(2, 1, 0))
+    """Lava's ``[..., W, H, C]`` -> ``[..., C, H, W]`` (the same swap)."""
+    return np.ascontiguousarray(np.swapaxes(np.asarray(a), -1, -3))
 
 
 def to_lava_xy(pair) -> ty.Tuple[int, int]:

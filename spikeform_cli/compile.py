@@ -14,41 +14,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
-
-from spikformer_neuro.checkpoint import CheckpointError
-from spikformer_neuro.data import DatasetError, load_dataset
 from loihi_numerics.grid import GridError
+from spikformer_neuro.checkpoint import CheckpointError
+from spikformer_neuro.data import DatasetError
 
-from spikeform_cli.exit_codes import run_with_exit_codes
 from compiler.ir import IRError
 from compiler.nir import CONVENTIONS
-from compiler.pipeline import Compiled, Fidelity, Source, compile_graph, load_source, measure_fidelity
-from compiler.resources import network_size
-from compiler.serialize import (GRAPH_FILE, make_build_dir, replace_directory_atomic, save_graph,
-                        write_atomic)
+from compiler.pipeline import Compiled, Source, load_source
+from compiler.reports.compile_report import (COMPARED_WITH_FLOAT, COMPARED_WITH_REFERENCE,
+                                             LavaVerification, compile_report,
+                                             nir_export_report)
+from compiler.reports.measure import measure
+from compiler.serialize import GRAPH_FILE, save_graph
 
-LAVA_TARGETS = ("lava-sim", "lava-sim-stock", "loihi2")
-FLOAT_LAVA_TARGET = "lava-sim-float"  # the float graph on Lava's floating-point models
-NIR_TARGET = "nir"
-TARGETS = LAVA_TARGETS + (FLOAT_LAVA_TARGET, "reference", NIR_TARGET)
+from spikeform_cli.common import (FLOAT_LAVA_TARGET, LAVA_TARGETS, NIR_TARGET, TARGETS, CliError,
+                                  OutputDir, Progress, check_report_file, check_target,
+                                  check_writable, compile_source, first_samples,
+                                  labelled_batches, require_lava, source_dataset, stack_samples,
+                                  write_json)
+from spikeform_cli.exit_codes import EXIT_VERIFICATION_FAILED, run_with_exit_codes
+
 DEFAULT_LAVA_SAMPLES = 32
 REPORT_FILE = "report.json"
-EXIT_MISMATCH = 3
-
-
-class CompileError(Exception):
-    """Bad arguments; reported as one paragraph with exit code 2."""
+#: library parameters this command's flags name otherwise than ``--`` + the parameter
+LIBRARY_FLAGS = {"portable": "--nir-portable"}   # compiler.nir.write_nir_file(portable=...)
 
 
 class VerificationError(Exception):
@@ -94,59 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stack(dataset, n: int):
-    n = min(n, len(dataset))
-    xs, ys = zip(*(dataset[i] for i in range(n))) if n else ((), ())
-    return (torch.stack(xs) if xs else torch.empty(0)), np.asarray(ys, dtype=np.int64)
+def _is_artifact(path: Path) -> bool:
+    return (path / GRAPH_FILE).is_file()
 
 
-def _check_outputs(out_dir: Path, report: Optional[Path]) -> None:
-    """Refuse output paths the run could not write, or would destroy, before any work.
-
-    The artifact replaces ``out_dir`` wholesale, so only an empty directory or an earlier
-    artifact may be there: anything else would be deleted.
-    """
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise CompileError(f"output {out_dir} exists and is not a directory; choose "
-                               "another -o/--output")
-        if any(out_dir.iterdir()) and not (out_dir / GRAPH_FILE).is_file():
-            raise CompileError(f"output directory {out_dir} is not empty and is not a compiled "
-                               f"artifact (no {GRAPH_FILE}); the artifact would replace it and "
-                               "delete its contents: choose another -o/--output")
-    _check_writable(out_dir, report)
+def _artifact_dir(path: Path) -> OutputDir:
+    return OutputDir(path, f"a compiled artifact (no {GRAPH_FILE})", _is_artifact)
 
 
-def _check_writable(out: Path, report: Optional[Path]) -> None:
-    """The report is not a directory, and no existing ancestor of either path is a file."""
-    if report is not None and report.is_dir():
-        raise CompileError(f"--report {report} is a directory; give a file path")
-    for path in (out, report):
-        parent = path.parent if path is not None else None
-        while parent is not None and not parent.exists():
-            parent = parent.parent
-        if parent is not None and not parent.is_dir():
-            raise CompileError(f"cannot write {path}: {parent} is not a directory")
-
-
-def _write_artifact(out_dir: Path, compiled: Compiled, report: dict) -> None:
+def _write_artifact(out: OutputDir, compiled: Compiled, report: dict) -> None:
     """Build the artifact in a temporary sibling directory, then swap it in atomically."""
-    build = make_build_dir(out_dir)
-    try:
+    with out.build() as build:
         save_graph(compiled.quantized, build)
-        write_atomic(build / REPORT_FILE, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
-        replace_directory_atomic(build, out_dir,
-                                 replaceable=lambda d: (d / GRAPH_FILE).is_file())
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
-
-
-def _layer_report(compiled: Compiled, fid: Optional[Fidelity]) -> dict:
-    quant_layers = compiled.quantized.meta["quantization"]["layers"]
-    measured = fid.layers() if fid else {}
-    return {name: {**{k: v for k, v in info.items() if k != "input"}, **measured.get(name, {})}
-            for name, info in quant_layers.items()}
+        write_json(build / REPORT_FILE, report)
 
 
 def _table(report: dict) -> str:
@@ -209,25 +163,19 @@ def _check_source_flags(args: argparse.Namespace, source: Path) -> None:
                               ("--time-steps", args.time_steps), ("--dataset", args.dataset),
                               ("--nir-dt", args.nir_dt)) if v is not None]
     if foreign and source.exists() and not is_nir_file(source):
-        raise CompileError(f"{', '.join(foreign)} only apply to NIR files; {source} is a "
-                           "checkpoint, which names its own data set and time steps")
+        raise CliError(f"{', '.join(foreign)} only apply to NIR files; {source} is a "
+                       "checkpoint, which names its own data set and time steps")
     if args.nir_portable and args.target != NIR_TARGET:
-        raise CompileError("--nir-portable only applies to --target nir")
+        raise CliError("--nir-portable only applies to --target nir")
     if args.time_steps is not None and args.time_steps < 1:
-        raise CompileError(f"--time-steps must be >= 1, got {args.time_steps}")
+        raise CliError(f"--time-steps must be >= 1, got {args.time_steps}")
     if args.nir_dt is not None and not args.nir_dt > 0:
-        raise CompileError(f"--nir-dt must be > 0, got {args.nir_dt}")
+        raise CliError(f"--nir-dt must be > 0, got {args.nir_dt}")
 
 
 def _load(args: argparse.Namespace, path: Path) -> Source:
     return load_source(path, nir_convention=args.nir_convention, nir_dt=args.nir_dt,
                        time_steps=args.time_steps, dataset=args.dataset)
-
-
-def _source_report(src: Source) -> dict:
-    return {"source": {"kind": src.kind, "path": str(src.path)},
-            "checkpoint": str(src.path) if src.kind == "checkpoint" else None,
-            "model": src.model, "dataset": src.dataset}
 
 
 def _export_nir(args: argparse.Namespace, source: Path) -> int:
@@ -237,17 +185,18 @@ def _export_nir(args: argparse.Namespace, source: Path) -> int:
 
     out = Path(args.output) if args.output else source.with_suffix(".nir")
     if out.exists() and out.resolve() == source.resolve():
-        raise CompileError(f"the NIR output {out} is the input file; choose another -o/--output")
+        raise CliError(f"the NIR output {out} is the input file; choose another -o/--output")
     if out.is_dir():
-        raise CompileError(f"NIR output {out} is a directory; give a file path with -o")
-    _check_writable(out, Path(args.report) if args.report else None)
+        raise CliError(f"NIR output {out} is a directory; give a file path with -o")
+    check_report_file(Path(args.report) if args.report else None)
+    check_writable(out)
     start = time.perf_counter()
     src = _load(args, source)
     info = write_nir_file(prepare_float(src.graph), out, portable=args.nir_portable)
-    report = {"target": NIR_TARGET, **_source_report(src), "nir_file": str(out),
-              "export": info.as_dict(), "timing_s": {"compile": time.perf_counter() - start}}
+    report = nir_export_report(src, target=NIR_TARGET, nir_file=str(out), export=info.as_dict(),
+                               seconds=time.perf_counter() - start)
     if args.report:
-        write_atomic(Path(args.report), (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+        write_json(Path(args.report), report)
     if args.json:
         print(json.dumps(report, sort_keys=True))
         return 0
@@ -269,158 +218,108 @@ def _export_nir(args: argparse.Namespace, source: Path) -> int:
     return 0
 
 
-def _thread_lock_for_progress_bars() -> None:
-    """tqdm's default lock is a multiprocessing RLock, and creating it fixes the process's
-    multiprocessing start method; Lava's import then fails ("context has already been set")
-    when a later compilation in the same process targets Lava. This CLI's bars live in one
-    process: a thread lock is all they need."""
-    if getattr(tqdm, "_lock", None) is None:
-        tqdm.set_lock(threading.RLock())
-
-
 def run(args: argparse.Namespace) -> int:
-    _thread_lock_for_progress_bars()
-    if args.target not in TARGETS:
-        raise CompileError(f"unknown target '{args.target}'; choose one of: {', '.join(TARGETS)}")
+    progress = Progress(show=not (args.quiet or args.json))
+    check_target(args.target)
     if args.samples is not None and args.samples < 1:
-        raise CompileError(f"--samples must be >= 1, got {args.samples}")
+        raise CliError(f"--samples must be >= 1, got {args.samples}")
     if args.calibration_samples < 0:
-        raise CompileError(f"--calibration-samples must be >= 0, got {args.calibration_samples}")
+        raise CliError(f"--calibration-samples must be >= 0, got {args.calibration_samples}")
     if args.batch_size < 1:
-        raise CompileError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not args.margin > 0:
-        raise CompileError(f"--margin must be > 0, got {args.margin}")
+        raise CliError(f"--margin must be > 0, got {args.margin}")
     model_path = Path(args.model)
     _check_source_flags(args, model_path)
     if args.target == NIR_TARGET:
         return _export_nir(args, model_path)
     lava_target = args.target in LAVA_TARGETS + (FLOAT_LAVA_TARGET,)
     if lava_target:
-        from deploy.lava import loihi_extension_available  # imports Lava: only when needed
-        if args.target == "loihi2" and not loihi_extension_available():
-            raise CompileError(
-                "target loihi2 needs Intel's lava-loihi extension (available to INRC members), "
-                "which is not installed; compile with --target lava-sim instead, which runs the "
-                "same processes with Lava's bit-accurate fixed-point models")
+        require_lava(args.target)
     samples = args.samples if args.samples is not None else (
         DEFAULT_LAVA_SAMPLES if lava_target else None)
-    out_dir = Path(args.output) if args.output else model_path.with_suffix(".compiled")
-    show = not (args.quiet or args.json)
-    _check_outputs(out_dir, Path(args.report) if args.report else None)
+    out = _artifact_dir(Path(args.output) if args.output else model_path.with_suffix(".compiled"))
+    out.check()
+    check_report_file(Path(args.report) if args.report else None)
     src = _load(args, model_path)
     if src.dataset is None:
-        raise CompileError(f"{model_path} does not name a data set for calibration and "
-                           "verification: pass --dataset NAME (e.g. digits)")
-    train_ds, _ = load_dataset(src.dataset, "train", args.data_dir, img_size=src.img_size,
-                               time_steps=src.time_steps)
-    calib_x, _ = _stack(train_ds, args.calibration_samples)
-    compiled = compile_graph(src.graph, calib_x, args.overflow, args.margin,
-                             lambda it: tqdm(it, desc="calibration", disable=not show,
-                                             leave=False))
+        raise CliError(f"{model_path} does not name a data set for calibration and "
+                       "verification: pass --dataset NAME (e.g. digits)")
+    compiled, _ = compile_source(src, data_dir=args.data_dir,
+                                 calibration_samples=args.calibration_samples,
+                                 overflow=args.overflow, margin=args.margin,
+                                 progress=progress.over("calibration"))
 
-    fid, lava, run_seconds = None, None, 0.0
+    m, lava, run_seconds = None, None, 0.0
     if not args.no_verify:
-        test_ds, _ = load_dataset(src.dataset, "test", args.data_dir, img_size=src.img_size,
-                                  time_steps=src.time_steps)
-        if samples is not None:
-            test_ds = Subset(test_ds, range(min(samples, len(test_ds))))
-        loader = DataLoader(test_ds, batch_size=args.batch_size)
+        test_ds = first_samples(source_dataset(src, "test", args.data_dir), samples)
+        count, batches = labelled_batches(test_ds, args.batch_size)
         start = time.perf_counter()
-        fid = measure_fidelity(compiled, ((x, y.numpy()) for x, y in loader),
-                               lambda it: tqdm(it, total=len(loader), desc="float + reference",
-                                               disable=not show, leave=False))
+        # float model vs reference executor: accuracies, per-layer agreement, energy
+        m = measure(compiled.quantized, compiled.float_graph, batches,
+                    progress.over("float + reference", total=count),
+                    membrane=False, float_energy=False, attention=False)
         if args.target == FLOAT_LAVA_TARGET:
-            lava = _verify_lava_float(compiled, test_ds, show)
+            lava = _verify_lava_float(compiled, test_ds, progress)
         elif lava_target:
-            lava = _verify_lava(compiled, test_ds, args.target, show)
+            lava = _verify_lava(compiled, test_ds, args.target, progress)
         run_seconds = time.perf_counter() - start
-    report = {
-        "target": args.target, **_source_report(src), "artifact": str(out_dir),
-        "samples": fid.samples if fid else 0,
-        "accuracy": {"float": fid.correct_float / fid.samples if fid and fid.samples else None,
-                     "reference": (fid.correct_reference / fid.samples
-                                   if fid and fid.samples else None),
-                     "lava": lava["accuracy"] if lava else None},
-        # Lava vs the reference (lava-sim-float: vs the float executor), over every LIF
-        # population and every logit (null: not measured)
-        "mismatches": {"spikes": lava["spike_mismatches"] if lava else None,
-                       "predictions": lava["prediction_mismatches"] if lava else None,
-                       "logits": lava["logit_mismatches"] if lava else None},
-        "lava": lava,
-        "float_vs_reference": {"prediction_mismatches": fid.prediction_mismatches if fid else None},
-        "timing_s": {"compile": compiled.seconds, "run": run_seconds,
-                     "float": fid.seconds_float if fid else None,
-                     "reference": fid.seconds_reference if fid else None},
-        "quantization": {k: v for k, v in compiled.quantized.meta["quantization"].items()
-                         if k != "layers"},
-        "input_encoding": {k: v for k, v in compiled.quantized.input_node.attrs.items()},
-        "network": network_size(compiled.quantized),
-        # per inference, the paper's method (docs/reports.md): rates from the reference spikes
-        "energy": ({k: v for k, v in fid.energy.summary().items() if k != "layers"}
-                   if fid and fid.samples else None),
-        "layers": _layer_report(compiled, fid),
-        "nir_assumption": src.graph.meta.get("nir_assumption"),
-    }
-    # lava-sim-float: float logits may differ in the last bit (another summation order in the
-    # head) without any spike differing: informative, not a failure; spikes and predictions are.
-    last_check = "prediction_mismatches" if args.target == FLOAT_LAVA_TARGET else "logit_mismatches"
-    exact = lava is None or (lava["spike_mismatches"] == 0 and lava[last_check] == 0)
+    report = compile_report(compiled, src, m, lava, target=args.target, artifact=str(out.path),
+                            run_seconds=run_seconds)
+    exact = lava is None or lava.exact
     if exact:
-        _write_artifact(out_dir, compiled, report)
+        _write_artifact(out, compiled, report)
     if args.report:
-        write_atomic(Path(args.report), (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+        write_json(Path(args.report), report)
     print(json.dumps(report, sort_keys=True) if args.json else _table(report))
     if not exact:
-        truth = "the float executor" if args.target == FLOAT_LAVA_TARGET else "the reference executor"
-        what = "predictions" if last_check == "prediction_mismatches" else "logits"
+        floating = lava.compared_with == COMPARED_WITH_FLOAT
+        truth = "the float executor" if floating else "the reference executor"
+        what = "predictions" if floating else "logits"
         raise VerificationError(
             f"the network running in Lava ({args.target}) differs from {truth}: "
-            f"{lava['spike_mismatches']} spike values and {lava[last_check]} samples' {what} "
-            f"differ (per layer: {lava['layer_mismatches']}); no artifact was written. "
+            f"{lava.spike_mismatches} spike values and {getattr(lava, lava.decisive)} samples' "
+            f"{what} differ (per layer: {lava.layer_mismatches}); no artifact was written. "
             "This is a compiler bug: please report it with the model")
     return 0
 
 
-def _verify_lava(compiled: Compiled, test_ds, target: str, show: bool) -> dict:
+def _verify_lava(compiled: Compiled, test_ds, target: str, progress: Progress
+                 ) -> LavaVerification:
     """Run the test samples through Lava and compare with the reference executor."""
     from compiler.encoding import encode_integer
     from deploy.lava.verify import verify_against_reference
 
-    x, y = _stack(test_ds, len(test_ds))
+    x, y = stack_samples(test_ds, len(test_ds))
     x_seq = encode_integer(compiled.quantized, x)
-    with tqdm(desc=f"Lava ({target})", unit="step", disable=not show, leave=False) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-        check = verify_against_reference(compiled.quantized, x_seq, target, progress)
-    return _lava_summary(check, y, compared_with="reference")
+    with progress.steps(f"Lava ({target})") as update:
+        check = verify_against_reference(compiled.quantized, x_seq, target, update)
+    return _lava_verification(check, y, COMPARED_WITH_REFERENCE)
 
 
-def _lava_summary(check, y: np.ndarray, compared_with: str) -> dict:
-    res = check.lava
-    return {"samples": int(len(y)), "accuracy": float((res.predictions == y).mean()),
-            "compared_with": compared_with,
-            "spike_mismatches": check.spike_mismatches, "spikes_compared": check.spikes_compared,
-            "layer_mismatches": check.layer_mismatches,
-            "logit_mismatches": check.logit_mismatches,
-            "prediction_mismatches": check.prediction_mismatches,
-            "steps": res.num_steps, "ms_per_step": res.ms_per_step,
-            "samples_per_s": res.samples_per_s, "start_s": res.compile_s, "run_s": res.run_s}
-
-
-def _verify_lava_float(compiled: Compiled, test_ds, show: bool) -> dict:
+def _verify_lava_float(compiled: Compiled, test_ds, progress: Progress) -> LavaVerification:
     """lava-sim-float: the float graph (after the float passes) on Lava's floating-point
     models, compared with the float executor (float64): every spike, prediction and logit."""
     from deploy.lava.verify import verify_float_against_float_exec
 
-    x, y = _stack(test_ds, len(test_ds))
-    with tqdm(desc=f"Lava ({FLOAT_LAVA_TARGET})", unit="step", disable=not show,
-              leave=False) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-        check = verify_float_against_float_exec(compiled.folded, x, progress=progress)
-    return _lava_summary(check, y, compared_with="float_exec")
+    x, y = stack_samples(test_ds, len(test_ds))
+    with progress.steps(f"Lava ({FLOAT_LAVA_TARGET})") as update:
+        check = verify_float_against_float_exec(compiled.folded, x, progress=update)
+    return _lava_verification(check, y, COMPARED_WITH_FLOAT)
+
+
+def _lava_verification(check, y, compared_with: str) -> LavaVerification:
+    """The numbers of a ``deploy.lava.verify.LavaCheck`` (the compiler does not import
+    deploy: the report takes plain numbers)."""
+    res = check.lava
+    return LavaVerification(
+        samples=int(len(y)), accuracy=float((res.predictions == y).mean()),
+        compared_with=compared_with, spike_mismatches=check.spike_mismatches,
+        spikes_compared=check.spikes_compared, layer_mismatches=check.layer_mismatches,
+        logit_mismatches=check.logit_mismatches,
+        prediction_mismatches=check.prediction_mismatches, steps=res.num_steps,
+        ms_per_step=res.ms_per_step, samples_per_s=res.samples_per_s, start_s=res.compile_s,
+        run_s=res.run_s)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -428,8 +327,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     # OSError: e.g. an unwritable output location
     return run_with_exit_codes(
         "spikeform-compile", lambda: run(args),
-        (CompileError, CheckpointError, DatasetError, IRError, GridError, OSError),
-        failures=[(VerificationError, "verification failed", EXIT_MISMATCH)])
+        (CliError, CheckpointError, DatasetError, IRError, GridError, OSError),
+        failures=[(VerificationError, "verification failed", EXIT_VERIFICATION_FAILED)],
+        flags=LIBRARY_FLAGS)
 
 
 if __name__ == "__main__":

@@ -9,34 +9,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
-
-from spikformer_neuro.checkpoint import CheckpointError
-from spikformer_neuro.data import DatasetError, load_dataset
 from loihi_numerics.grid import GridError
+from spikformer_neuro.checkpoint import CheckpointError
+from spikformer_neuro.data import DatasetError
 
-from spikeform_cli.exit_codes import run_with_exit_codes
 from compiler.ir import IRError
 from compiler.reports import markdown, plots
-from compiler.reports.build import REPORT_FORMAT, assemble, measure
-from compiler.serialize import (GRAPH_FILE, load_graph, make_build_dir, replace_directory_atomic,
-                        write_atomic)
+from compiler.reports.build import REPORT_FORMAT, assemble
+from compiler.reports.measure import measure
+from compiler.serialize import GRAPH_FILE, load_graph, write_atomic
+
+from spikeform_cli.common import (CliError, OutputDir, Progress, compile_source, first_samples,
+                                  graph_dataset, labelled_batches, source_dataset, write_json)
+from spikeform_cli.exit_codes import run_with_exit_codes
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 DEFAULT_SAMPLES = 64
-
-
-class ReportError(Exception):
-    """Bad input; reported as one paragraph with exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,23 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_output(out_dir: Path) -> None:
-    """Only an empty directory or an earlier report may be replaced (it is swapped wholesale)."""
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ReportError(f"output {out_dir} exists and is not a directory; choose another "
-                              "-o/--output")
-        if any(out_dir.iterdir()) and not _is_report_dir(out_dir):
-            raise ReportError(f"output directory {out_dir} is not empty and is not an earlier "
-                              f"report (no {REPORT_JSON} of format {REPORT_FORMAT}); it would be "
-                              "replaced and its contents deleted: choose another -o/--output")
-    parent = out_dir.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ReportError(f"cannot write {out_dir}: {parent} is not a directory")
-
-
 def _is_report_dir(path: Path) -> bool:
     try:
         return json.loads((path / REPORT_JSON).read_text()).get("format") == REPORT_FORMAT
@@ -87,60 +63,52 @@ def _is_report_dir(path: Path) -> bool:
         return False
 
 
+def _report_dir(path: Path) -> OutputDir:
+    """Only an empty directory or an earlier report may be replaced (it is swapped wholesale)."""
+    return OutputDir(path, f"an earlier report (no {REPORT_JSON} of format {REPORT_FORMAT})",
+                     _is_report_dir)
+
+
 def _load_source(args):
     """(quantized graph, float graph or None, source description, test dataset)."""
     path = Path(args.model)
     if not path.exists():
-        raise ReportError(f"{path} does not exist; give a checkpoint (.pth) written by "
-                          "spikeform-train or an artifact directory written by spikeform-compile")
+        raise CliError(f"{path} does not exist; give a checkpoint (.pth) written by "
+                       "spikeform-train or an artifact directory written by spikeform-compile")
     if path.is_dir():
         if not (path / GRAPH_FILE).is_file():
-            raise ReportError(f"{path} is a directory without {GRAPH_FILE}: not a compiled "
-                              "artifact (spikeform-compile writes one)")
+            raise CliError(f"{path} is a directory without {GRAPH_FILE}: not a compiled "
+                           "artifact (spikeform-compile writes one)")
         quantized = load_graph(path)
         if quantized.meta.get("stage") != "quantized":
-            raise ReportError(f"{path}: the graph is at stage {quantized.meta.get('stage')!r}, "
-                              "not 'quantized'; report a spikeform-compile artifact")
-        dataset = quantized.meta.get("dataset")
-        if not dataset:
-            raise ReportError(f"{path}: the artifact names no data set to measure on")
-        # from the graph itself: artifacts compiled from NIR files carry no model config
-        test_ds, _ = load_dataset(dataset, "test", args.data_dir,
-                                  img_size=int(quantized.input_node.shape[1]),
-                                  time_steps=int(quantized.meta["time_steps"]))
+            raise CliError(f"{path}: the graph is at stage {quantized.meta.get('stage')!r}, "
+                           "not 'quantized'; report a spikeform-compile artifact")
+        test_ds = graph_dataset(quantized, "test", args.data_dir,
+                                missing=f"{path}: the artifact names no data set to measure on")
         return quantized, None, {"kind": "artifact", "path": str(path)}, test_ds
     from compiler.nir import is_nir_file, is_spikeform_nir
-    from compiler.pipeline import compile_graph, load_source  # imports the model code: sources only
+    from compiler.pipeline import load_source  # imports the model code: sources only
 
     if is_nir_file(path) and not is_spikeform_nir(path):
-        raise ReportError(f"{path} is a NIR graph from another toolchain: compile it first "
-                          "(spikeform-compile FILE.nir --nir-convention ... --time-steps T "
-                          "--dataset NAME --target reference -o ART), then report on ART")
+        raise CliError(f"{path} is a NIR graph from another toolchain: compile it first "
+                       "(spikeform-compile FILE.nir --nir-convention ... --time-steps T "
+                       "--dataset NAME --target reference -o ART), then report on ART")
     src = load_source(path)
-    train_ds, _ = load_dataset(src.dataset, "train", args.data_dir, img_size=src.img_size,
-                               time_steps=src.time_steps)
-    n = min(args.calibration_samples, len(train_ds))
-    calib = torch.stack([train_ds[i][0] for i in range(n)]) if n else None
-    compiled = compile_graph(src.graph, calib, args.overflow, args.margin)
-    test_ds, _ = load_dataset(src.dataset, "test", args.data_dir, img_size=src.img_size,
-                              time_steps=src.time_steps)
+    compiled, n = compile_source(src, data_dir=args.data_dir,
+                                 calibration_samples=args.calibration_samples,
+                                 overflow=args.overflow, margin=args.margin)
+    test_ds = source_dataset(src, "test", args.data_dir)
     source = {"kind": src.kind, "path": str(path), "overflow": args.overflow,
               "calibration_samples": n}
     return compiled.quantized, compiled.float_graph, source, test_ds
 
 
-def _write_report_dir(out_dir: Path, report: dict, pngs) -> None:
-    build = make_build_dir(out_dir)
-    try:
+def _write_report_dir(out: OutputDir, report: dict, pngs) -> None:
+    with out.build() as build:
         for name, data in pngs:
             write_atomic(build / name, data)
-        write_atomic(build / REPORT_JSON,
-                     (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
+        write_json(build / REPORT_JSON, report)
         write_atomic(build / REPORT_MD, markdown.render(report).encode())
-        replace_directory_atomic(build, out_dir, replaceable=_is_report_dir)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
 
 
 def _summary(report: dict, out_dir: Path) -> str:
@@ -164,32 +132,31 @@ def _summary(report: dict, out_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    progress = Progress(show=not (args.quiet or args.json))
     for key, low in (("samples", 1), ("batch_size", 1), ("calibration_samples", 0)):
         if getattr(args, key) < low:
-            raise ReportError(f"--{key.replace('_', '-')} must be >= {low}, "
-                              f"got {getattr(args, key)}")
+            raise CliError(f"--{key.replace('_', '-')} must be >= {low}, "
+                           f"got {getattr(args, key)}")
     if not args.margin > 0:
-        raise ReportError(f"--margin must be > 0, got {args.margin}")
+        raise CliError(f"--margin must be > 0, got {args.margin}")
     src = Path(args.model)
     default = src.parent / f"{src.name.removesuffix('.pth').removesuffix('.nir')}.report"
-    out_dir = Path(args.output) if args.output else default
-    if out_dir.resolve() == src.resolve():
-        raise ReportError(f"output {out_dir} is the input; choose another -o/--output")
-    _check_output(out_dir)
+    out = _report_dir(Path(args.output) if args.output else default)
+    if out.path.resolve() == src.resolve():
+        raise CliError(f"output {out.path} is the input; choose another -o/--output")
+    out.check()
     quantized, float_graph, source, test_ds = _load_source(args)
-    test_ds = Subset(test_ds, range(min(args.samples, len(test_ds))))
+    test_ds = first_samples(test_ds, args.samples)
     if len(test_ds) == 0:
-        raise ReportError("the test split is empty: nothing to measure")
-    loader = DataLoader(test_ds, batch_size=args.batch_size)
-    show = not (args.quiet or args.json)
-    m = measure(quantized, float_graph, ((x, np.asarray(y)) for x, y in loader),
-                lambda it: tqdm(it, total=len(loader), desc="reference" + (
-                    " + float" if float_graph is not None else ""), disable=not show, leave=False))
+        raise CliError("the test split is empty: nothing to measure")
+    count, batches = labelled_batches(test_ds, args.batch_size)
+    desc = "reference" + (" + float" if float_graph is not None else "")
+    m = measure(quantized, float_graph, batches, progress.over(desc, total=count))
     report = assemble(quantized, m, source)
     pngs = plots.render_all(report)
     report["plots"] = [name for name, _ in pngs]
-    _write_report_dir(out_dir, report, pngs)
-    print(json.dumps(report, sort_keys=True) if args.json else _summary(report, out_dir))
+    _write_report_dir(out, report, pngs)
+    print(json.dumps(report, sort_keys=True) if args.json else _summary(report, out.path))
     return 0
 
 
@@ -198,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # OSError: e.g. an unwritable output location
     return run_with_exit_codes(
         "spikeform-report", lambda: run(args),
-        (ReportError, CheckpointError, DatasetError, IRError, GridError, OSError))
+        (CliError, CheckpointError, DatasetError, IRError, GridError, OSError))
 
 
 if __name__ == "__main__":

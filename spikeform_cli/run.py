@@ -18,25 +18,23 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
-from spikeform_cli.exit_codes import run_with_exit_codes
-from compiler.ir import Graph, IRError
 from compiler.encoding import encode_integer
+from compiler.ir import Graph, IRError
 from compiler.serialize import load_graph, write_atomic
 
+from spikeform_cli.common import (LAVA_TARGETS, CliError, Progress, check_target, graph_dataset,
+                                  require_lava, write_json)
+from spikeform_cli.exit_codes import run_with_exit_codes
+
 DEFAULT_SAMPLES = 32
-
-
-class RunError(Exception):
-    """Bad arguments or inputs; reported as one paragraph with exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikeform-run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("artifact", help="directory written by spikeform-compile")
-    p.add_argument("--target", default="lava-sim", help="lava-sim, lava-sim-stock or loihi2")
+    p.add_argument("--target", default=LAVA_TARGETS[0], help=", ".join(LAVA_TARGETS))
     p.add_argument("--samples", type=int, help=f"samples to run (default {DEFAULT_SAMPLES}; "
                                                "all of --input)")
     p.add_argument("--input", help=".npy of inputs as the model takes them: images [B, C, H, W] "
@@ -60,9 +58,9 @@ def parse_shard(text: str) -> Tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise RunError(f"--shard must look like i/n (e.g. 0/4), got '{text}'") from None
+        raise CliError(f"--shard must look like i/n (e.g. 0/4), got '{text}'") from None
     if not (n >= 1 and 0 <= i < n):
-        raise RunError(f"--shard {text}: need n >= 1 and 0 <= i < n")
+        raise CliError(f"--shard {text}: need n >= 1 and 0 <= i < n")
     return i, n
 
 
@@ -75,7 +73,7 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)  # never unpickle user files
     except (OSError, ValueError) as e:
-        raise RunError(f"cannot read {what} '{path}': {e}") from None
+        raise CliError(f"cannot read {what} '{path}': {e}") from None
 
 
 def load_inputs(graph: Graph, args, count: Optional[int]):
@@ -84,21 +82,12 @@ def load_inputs(graph: Graph, args, count: Optional[int]):
         x = _load_npy(args.input, "--input").astype(np.float32)
         y = _load_npy(args.labels, "--labels").astype(np.int64) if args.labels else None
         if y is not None and len(y) != len(x):
-            raise RunError(f"--labels has {len(y)} entries for {len(x)} inputs")
+            raise CliError(f"--labels has {len(y)} entries for {len(x)} inputs")
         total = len(x) if count is None else min(count, len(x))
         get = lambda idx: (x[idx], None if y is None else y[idx])  # noqa: E731
     else:
-        from spikformer_neuro.data import DatasetError, load_dataset
-
-        dataset = graph.meta.get("dataset")
-        if not dataset:
-            raise RunError("the artifact names no data set; pass --input images.npy")
-        try:  # from the graph itself: artifacts compiled from NIR files carry no model config
-            ds, _ = load_dataset(dataset, "test", args.data_dir,
-                                 img_size=int(graph.input_node.shape[1]),
-                                 time_steps=int(graph.meta["time_steps"]))
-        except DatasetError as e:
-            raise RunError(str(e)) from None
+        ds = graph_dataset(graph, "test", args.data_dir,
+                           missing="the artifact names no data set; pass --input images.npy")
         total = min(DEFAULT_SAMPLES if count is None else count, len(ds))
 
         def get(idx):
@@ -109,44 +98,38 @@ def load_inputs(graph: Graph, args, count: Optional[int]):
 
 
 def run(args: argparse.Namespace) -> int:
+    progress = Progress(show=not (args.quiet or args.json))
     if args.samples is not None and args.samples < 1:
-        raise RunError(f"--samples must be >= 1, got {args.samples}")
+        raise CliError(f"--samples must be >= 1, got {args.samples}")
     if args.chunk < 1:
-        raise RunError(f"--chunk must be >= 1, got {args.chunk}")
+        raise CliError(f"--chunk must be >= 1, got {args.chunk}")
     shard_i, shard_n = parse_shard(args.shard)
     graph = load_graph(args.artifact)
-    # imports Lava: after the cheap checks
-    from deploy.lava import TARGETS, LoweringError, loihi_extension_available, lower
+    check_target(args.target, LAVA_TARGETS)
+    require_lava(args.target)  # imports Lava: after the cheap checks
+    from deploy.lava import LoweringError, lower
     from deploy.lava import run as lava_run
 
-    if args.target not in TARGETS:
-        raise RunError(f"unknown target '{args.target}'; choose one of: {', '.join(TARGETS)}")
-    if args.target == "loihi2" and not loihi_extension_available():
-        raise RunError("target loihi2 needs Intel's lava-loihi extension (INRC members), which "
-                       "is not installed; --target lava-sim runs the same processes with Lava's "
-                       "bit-accurate fixed-point models")
     try:
         network = lower(graph)
     except LoweringError as e:
-        raise RunError(f"{args.artifact}: {e}") from None
+        raise CliError(f"{args.artifact}: {e}") from None
     unknown = [p for p in args.probe if p not in network.probe_names()]
     if unknown:
-        raise RunError(f"cannot probe {unknown}: not layers of this network; probe-able: "
+        raise CliError(f"cannot probe {unknown}: not layers of this network; probe-able: "
                        f"{', '.join(network.probe_names())}")
     total, get = load_inputs(graph, args, args.samples)
     indices = np.asarray(shard_range(total, shard_i, shard_n))
-    show = not (args.quiet or args.json)
     preds, labels, probes, steps, seconds = [], [], {p: [] for p in args.probe}, 0, 0.0
     start = time.perf_counter()
-    with tqdm(total=len(indices), desc=f"Lava ({args.target})", unit="sample",
-              disable=not show) as bar:
+    with progress.bar(len(indices), f"Lava ({args.target})", unit="sample") as bar:
         for lo in range(0, len(indices), args.chunk):
             idx = indices[lo:lo + args.chunk]
             x, y = get(idx)
             try:
                 x_seq = encode_integer(graph, x)
             except ValueError as e:
-                raise RunError(f"--input does not fit this network: {e}") from None
+                raise CliError(f"--input does not fit this network: {e}") from None
             res = lava_run(network, x_seq, target=args.target, probes=args.probe)
             preds.append(res.predictions)
             if y is not None:
@@ -180,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(Path(args.probe_out), buf.getvalue())
         results["probe_file"] = str(args.probe_out)
     if args.out:
-        write_atomic(Path(args.out), (json.dumps(results, indent=1) + "\n").encode())
+        write_json(Path(args.out), results, sort_keys=False)
     if args.json:
         print(json.dumps(results))
     else:
@@ -199,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_with_exit_codes("spikeform-run", lambda: run(args), (RunError, IRError),
+    return run_with_exit_codes("spikeform-run", lambda: run(args), (CliError, IRError),
                                interrupted="the Lava runtime was stopped")
 
 

@@ -44,9 +44,8 @@ from spikformer_neuro.training.distributed import (
 from spikformer_neuro.training.engine import evaluate, train_one_epoch
 from spikformer_neuro.training.schedule import warmup_cosine
 
-
-class TrainError(Exception):
-    """Bad arguments or inputs: reported as one paragraph, exit code 2."""
+from spikeform_cli.common import CliError
+from spikeform_cli.exit_codes import EXIT_OK, run_with_exit_codes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,13 +107,13 @@ def _pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError(f"--device {name} requested but CUDA is not available here; use --device cpu")
+        raise CliError(f"--device {name} requested but CUDA is not available here; use --device cpu")
     return torch.device(name)
 
 
 def _check_matches(cfg: SpikformerConfig, info) -> None:
     if tuple(info.input_shape) != cfg.input_shape() or info.num_classes != cfg.num_classes:
-        raise TrainError(
+        raise CliError(
             f"configuration '{cfg.name}' expects inputs {list(cfg.input_shape())} and "
             f"{cfg.num_classes} classes, but data set '{info.name}' gives "
             f"{list(info.input_shape)} and {info.num_classes} classes; pick a configuration "
@@ -148,10 +147,10 @@ def _validation_split(args: argparse.Namespace, train_ds, ctx: DistContext,
         return train_ds, None, None
     train_idx, val_idx = stratified_split(dataset_labels(train_ds), fraction, args.seed)
     if len(val_idx) == 0 or len(train_idx) == 0:
-        raise TrainError(f"--val-fraction {fraction} of {len(train_ds)} training samples leaves "
-                         f"{len(train_idx)} to train on and {len(val_idx)} to validate on; "
-                         "use more training samples (--train-subset), another fraction, or "
-                         "--val-fraction 0")
+        raise CliError(f"--val-fraction {fraction} of {len(train_ds)} training samples leaves "
+                       f"{len(train_idx)} to train on and {len(val_idx)} to validate on; "
+                       "use more training samples (--train-subset), another fraction, or "
+                       "--val-fraction 0")
     digest = indices_digest(val_idx)
     record = {"val_fraction": float(fraction), "seed": int(args.seed),
               "train_size": len(train_idx), "val_size": len(val_idx),
@@ -159,9 +158,9 @@ def _validation_split(args: argparse.Namespace, train_ds, ctx: DistContext,
     # Each process draws the split itself; a process that read other data files (a node
     # with a different copy of the data set) would silently validate on other samples.
     if not same_on_every_rank(int(digest[:15], 16), ctx, device):
-        raise TrainError("the training processes drew different validation splits from the "
-                         "same --val-fraction and --seed, so their training sets differ; give "
-                         "every process identical data set files (--data-dir)")
+        raise CliError("the training processes drew different validation splits from the "
+                       "same --val-fraction and --seed, so their training sets differ; give "
+                       "every process identical data set files (--data-dir)")
     return (Subset(train_ds, train_idx.tolist()),
             Subset(without_augmentation(train_ds), val_idx.tolist()), record)
 
@@ -182,9 +181,9 @@ def _check_resume_split(path: str, saved: Optional[dict], current: Optional[dict
     fix = ("--val-fraction 0" if saved is None else
            f"--val-fraction {saved['val_fraction']} --seed {saved['seed']} and the same "
            "--train-subset and data set files")
-    raise TrainError(f"{path} was trained with {_describe_split(saved)}, but this run would use "
-                     f"{_describe_split(current)}; a resumed run must keep its validation "
-                     f"split. Resume with {fix}, or start a new run without --resume")
+    raise CliError(f"{path} was trained with {_describe_split(saved)}, but this run would use "
+                   f"{_describe_split(current)}; a resumed run must keep its validation "
+                   f"split. Resume with {fix}, or start a new run without --resume")
 
 
 def _warn(message: str) -> None:
@@ -203,11 +202,11 @@ def _warn_if_init_split_differs(path: str, init, dataset: str, split: dict) -> N
 
 def run(args: argparse.Namespace) -> int:
     if not args.config or not args.dataset:
-        raise TrainError("--config and --dataset are required (or use --list-configs)")
+        raise CliError("--config and --dataset are required (or use --list-configs)")
     if args.epochs < 1:
-        raise TrainError(f"--epochs must be >= 1, got {args.epochs}")
+        raise CliError(f"--epochs must be >= 1, got {args.epochs}")
     if not 0.0 <= args.val_fraction < 1.0:  # also refuses nan
-        raise TrainError(f"--val-fraction must be in [0, 1), got {args.val_fraction}; 0.1 holds "
+        raise CliError(f"--val-fraction must be in [0, 1), got {args.val_fraction}; 0.1 holds "
                          "out 10 % of the training samples, 0 selects on the test split")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,8 +225,8 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
     resume = load_checkpoint(args.resume) if args.resume else None
     if resume is not None:
         if resume.training_state is None:
-            raise TrainError(f"{args.resume} has no training state; resume from the "
-                             f"'{_last_path(out).name}' file written next to --out")
+            raise CliError(f"{args.resume} has no training state; resume from the "
+                           f"'{_last_path(out).name}' file written next to --out")
         cfg = resume.config
     elif args.init:
         init = load_checkpoint(args.init)
@@ -236,7 +235,7 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
         try:
             cfg = get_config(args.config)
         except KeyError as e:
-            raise TrainError(str(e.args[0])) from None
+            raise CliError(str(e.args[0])) from None
         if args.time_steps:
             cfg = cfg.replace(time_steps=args.time_steps)
     torch.manual_seed(args.seed + ctx.rank)
@@ -257,7 +256,7 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
         model.load_state_dict(init.state_dict)
     qat_start = 1 if args.qat else args.qat_from_epoch
     if qat_start is not None and not 1 <= qat_start <= args.epochs:
-        raise TrainError(f"--qat-from-epoch must be in 1..{args.epochs}, got {qat_start}")
+        raise CliError(f"--qat-from-epoch must be in 1..{args.epochs}, got {qat_start}")
     qat_levels = _input_levels(model, train_ds) if qat_start is not None else None
     train_model = model
     if ctx.enabled:
@@ -384,16 +383,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_configs:
         print(list_configs())
-        return 0
-    try:
-        return run(args)
-    except (TrainError, DatasetError, CheckpointError, ConfigError) as e:
-        print(f"spikeform-train: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("spikeform-train: interrupted; the last completed epoch is in "
-              f"{_last_path(Path(args.out))}", file=sys.stderr)
-        return 130
+        return EXIT_OK
+    return run_with_exit_codes(
+        "spikeform-train", lambda: run(args),
+        (CliError, DatasetError, CheckpointError, ConfigError),
+        interrupted=f"the last completed epoch is in {_last_path(Path(args.out))}")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@ fixed-point models.
 
 Two levels:
 * model level (no Lava runtime, fake ports): many random shapes per second,
-  every computation path (float32 / float64 / int64 / sparse / reference)
-  exercised and counted;
+  every computation path (float32 / float64 / reference) exercised and counted;
 * network level: the same tiny network run under
   ``Loihi2SimCfg(select_tag="fixed_pt")`` and under ``accelerated_run_config()``;
-  every recorded Var (LIF u/v, Conv a_buf, Dense a_buff) and the sink spikes
-  must be identical, step by step.
+  every recorded Var (LIF u/v, Conv a_buf) and the sink spikes must be
+  identical, step by step.
+
+There is no accelerated Dense model (the backend never lowers to Dense): a Dense
+in a network keeps Lava's stock model.
 """
 
 from __future__ import annotations
@@ -31,13 +33,11 @@ from lava.proc.io.sink import RingBuffer as SinkBuffer
 from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
-from lava.utils.weightutils import SignMode
 
 from deploy.accelerated import (ACCELERATED_MODELS, accelerated_run_config)
 from loihi_numerics.exact_matmul import (PATH_FLOAT32, PATH_FLOAT64, PATH_INT64,
-                                      ExactIntMatmul)
+                                         ExactIntMatmul)
 from deploy.accelerated.models import (PyConvModelFixedAccelerated,
-                                       PyDenseModelBitAccAccelerated,
                                        PyLifModelBitAccAccelerated,
                                        PyLifResetModelBitAccAccelerated,
                                        _trunc_shift_decay)
@@ -151,79 +151,6 @@ def test_conv_non_integral_float_input_uses_reference():
     assert _same(models[0].a_buf, models[1].a_buf)
     assert models[1].path_counts["reference"] == 1
     assert models[1].path_counts["float32"] == 1
-
-
-def _make_dense_model(cls, w, params, nmb):
-    m = cls(dict(params))
-    m.weights = w.astype(np.int32)
-    m.a_buff = np.zeros(w.shape[0], np.int32)
-    m.num_message_bits = np.array([nmb])
-    m.s_in, m.a_out = _FakeIn(), _FakeOut()
-    return m
-
-
-def test_dense_model_level_random_all_paths():
-    rng = np.random.default_rng(99)
-    totals: Counter = Counter()
-    for trial in range(200):
-        n_out, n_in = int(rng.integers(1, 40)), int(rng.integers(1, 60))
-        kind = trial % 4
-        if kind == 0:
-            w = rng.integers(-300, 300, (n_out, n_in))          # mixed, clipped
-        elif kind == 1:
-            w = rng.integers(0, 300, (n_out, n_in))              # excitatory
-        elif kind == 2:
-            w = -rng.integers(0, 300, (n_out, n_in))             # inhibitory
-        else:
-            w = rng.integers(-2 ** 31, 2 ** 31, (n_out, n_in))   # extreme
-        params: ty.Dict[str, ty.Any] = {}
-        if rng.random() < 0.7:
-            params["weight_exp"] = int(rng.integers(-8, 9))
-        if rng.random() < 0.7:
-            params["num_weight_bits"] = int(rng.integers(1, 9))
-        if rng.random() < 0.3:
-            params["sign_mode"] = [SignMode.MIXED, SignMode.EXCITATORY,
-                                   SignMode.INHIBITORY][int(rng.integers(0, 3))]
-        nmb = int(rng.choice([0, 0, 8, 24]))
-        models = [_make_dense_model(c, w, params, nmb)
-                  for c in (PyDenseModelBitAcc, PyDenseModelBitAccAccelerated)]
-        if trial % 3 == 0:        # force the exact int64 fallback
-            models[1].float32_limit = models[1].float64_limit = 0
-        for _ in range(5):
-            p = float(rng.choice([0.0, 0.05, 0.3, 0.9]))
-            if nmb == 0:
-                s = (rng.random(n_in) < p).astype(np.int32)
-            else:   # incl. full int32 range: stock's int32 dot wraps
-                hi = 2 ** 31 - 1 if rng.random() < 0.3 else 2 ** (nmb - 1)
-                s = (rng.integers(-hi, hi, n_in) * (rng.random(n_in) < p)
-                     ).astype(np.int32)
-            _step_all(models, s)
-        for a, b in zip(models[0].a_out.sent, models[1].a_out.sent):
-            assert _same(a, b), trial
-        assert _same(models[0].a_buff, models[1].a_buff), trial
-        assert _same(models[0].weights, models[1].weights), trial
-        totals.update(models[1].path_counts)
-    for path in ("float32", "float64", "int64", "sparse_int64"):
-        assert totals[path] > 0, totals
-    assert totals["reference"] == 0, totals
-
-
-def test_dense_weights_set_after_first_step_used_raw_like_stock():
-    rng = np.random.default_rng(3)
-    w = rng.integers(-200, 200, (7, 9))
-    models = [_make_dense_model(c, w, {"num_weight_bits": 5}, 0)
-              for c in (PyDenseModelBitAcc, PyDenseModelBitAccAccelerated)]
-    s = np.ones(9, np.int32)
-    _step_all(models, s)
-    new_w = rng.integers(-999, 999, (7, 9)).astype(np.int32)  # not clipped
-    for m in models:           # what the runtime's Var.set does: in place
-        m.weights[:] = new_w
-        m.on_var_update()
-    _step_all(models, s)
-    _step_all(models, s)
-    for a, b in zip(models[0].a_out.sent, models[1].a_out.sent):
-        assert _same(a, b)
-    assert _same(models[0].a_buff, models[1].a_buff)
 
 
 def _make_lif_model(cls, n, du, dv, vth, bias_mant, bias_exp, params):
@@ -341,13 +268,6 @@ class _ForcedConvReference(PyConvModelFixedAccelerated):
     float32_limit = 0
     float64_limit = 0
     tight_limit = 0
-
-
-class _ForcedDenseInt64(PyDenseModelBitAccAccelerated):
-    """Exact int64 fallback every step (and no sparse shortcut)."""
-    float32_limit = 0
-    float64_limit = 0
-    sparse_factor = 0
 
 
 def _run_network(build: ty.Callable[[], ty.Dict[str, ty.Any]], run_cfg,
@@ -470,77 +390,9 @@ def test_conv_network_weight_set_mid_run():
         var_sets={4: lambda procs: procs["conv"].weight.set(w2)})
 
 
-def _dense_net(weights, steps, *, graded=False, seed=0, reset_lif=False,
-               **dense_kwargs):
-    n_out, n_in = weights.shape
-
-    def build():
-        rng = np.random.default_rng(seed)
-        if graded:
-            data = rng.integers(-2 ** 12, 2 ** 12, (n_in, steps)) \
-                * (rng.random((n_in, steps)) < 0.6)
-        else:
-            data = rng.random((n_in, steps)) < 0.4
-        src = SourceBuffer(data=data.astype(np.int32))
-        dense = Dense(weights=weights, num_message_bits=16 if graded else 0,
-                      **dense_kwargs)
-        if reset_lif:
-            lif = LIFReset(shape=(n_out,), du=300, dv=2048, vth=10, bias_mant=2,
-                           bias_exp=3, reset_interval=4, reset_offset=1)
-        else:
-            lif = LIF(shape=(n_out,), du=4095, dv=1000, vth=10, bias_mant=-3,
-                      bias_exp=2)
-        sink = SinkBuffer(shape=(n_out,), buffer=steps)
-        src.s_out.connect(dense.s_in)
-        dense.a_out.connect(lif.a_in)
-        lif.s_out.connect(sink.a_in)
-        return {"src": src, "dense": dense, "lif": lif, "sink": sink}
-
-    return build
-
-
-DENSE_PROBES = [("dense", "a_buff"), ("dense", "weights"), ("lif", "u"), ("lif", "v")]
-
-DENSE_CASES = [
-    ("binary_mixed_default", False, (-250, 250), {}, False),
-    ("binary_excitatory_exp2_nwb6", False, (0, 255),
-     dict(weight_exp=2, num_weight_bits=6), False),
-    ("graded_inhibitory_expm3_nwb5_lifreset", True, (-255, 1),
-     dict(weight_exp=-3, num_weight_bits=5), True),
-    ("graded_mixed_expm6_signmode", True, (-128, 128),
-     dict(weight_exp=-6, num_weight_bits=7, sign_mode=SignMode.MIXED), False),
-]
-
-
-@pytest.mark.parametrize("case", DENSE_CASES, ids=[c[0] for c in DENSE_CASES])
-def test_dense_network_bit_exact(case):
-    name, graded, (lo, hi), kwargs, reset_lif = case
-    seed = sum(map(ord, name))
-    w = np.random.default_rng(seed).integers(lo, hi, (9, 13))
-    steps = 10
-    build = _dense_net(w, steps, graded=graded, seed=seed, reset_lif=reset_lif,
-                       **kwargs)
-    lif_cls = PyLifResetModelBitAccAccelerated if reset_lif \
-        else PyLifModelBitAccAccelerated
-    ref, ref_cls, _ = _compare_stock_vs_accelerated(
-        build, steps, DENSE_PROBES,
-        expect={"dense": PyDenseModelBitAccAccelerated, "lif": lif_cls})
-    assert ref_cls["dense"] is PyDenseModelBitAcc
-
-
-def test_dense_network_forced_int64_fallback_and_weight_set():
-    rng = np.random.default_rng(41)
-    w = rng.integers(-255, 255, (8, 11))
-    w2 = rng.integers(-600, 600, (8, 11))     # set later: stock uses it raw
-    steps = 8
-    build = _dense_net(w, steps, graded=True, seed=41, weight_exp=1)
-    _compare_stock_vs_accelerated(
-        build, steps, DENSE_PROBES, extra={Dense: _ForcedDenseInt64},
-        var_sets={5: lambda procs: procs["dense"].weights.set(w2)},
-        expect={"dense": _ForcedDenseInt64})
-
-
 def test_chained_conv_lif_dense_lifreset_network():
+    """Accelerated Conv/LIF/LIFReset in a chain with a Dense, which keeps Lava's stock
+    model: every Var equals the all-stock run."""
     steps = 10
     rng = np.random.default_rng(77)
     wc = rng.integers(-100, 100, (4, 3, 3, 2))
@@ -570,7 +422,7 @@ def test_chained_conv_lif_dense_lifreset_network():
                        ("lif2", "u"), ("lif2", "v")])
     assert got_cls["conv"] is ACCELERATED_MODELS[Conv]
     assert got_cls["lif1"] is ACCELERATED_MODELS[LIF]
-    assert got_cls["dense"] is ACCELERATED_MODELS[Dense]
+    assert got_cls["dense"] is PyDenseModelBitAcc            # not accelerated: stock
     assert got_cls["lif2"] is ACCELERATED_MODELS[LIFReset]
     assert np.any(_as_int(ref["lif1.v"][-1]) != 0)
 
@@ -583,7 +435,7 @@ def test_accelerated_run_config_mapping():
     assert isinstance(cfg, Loihi2SimCfg)
     assert cfg.select_tag == "fixed_pt"
     assert cfg.exception_proc_model_map == ACCELERATED_MODELS
-    assert set(ACCELERATED_MODELS) == {Conv, Dense, LIF, LIFReset}
+    assert set(ACCELERATED_MODELS) == {Conv, LIF, LIFReset}   # never Dense (never lowered to)
     # float simulation keeps stock float models
     assert accelerated_run_config("floating_pt").exception_proc_model_map == {}
     # bit_accurate_loihi: stock has no such Conv model, nor do we
@@ -592,14 +444,12 @@ def test_accelerated_run_config_mapping():
     # extra wins
     cfg = accelerated_run_config(extra={Conv: _ForcedConvReference})
     assert cfg.exception_proc_model_map[Conv] is _ForcedConvReference
-    assert cfg.exception_proc_model_map[Dense] is PyDenseModelBitAccAccelerated
+    assert Dense not in cfg.exception_proc_model_map
     # same ports/Vars as stock (the builder looks them up by name)
     for stock, acc in ((PyConvModelFixed, PyConvModelFixedAccelerated),
-                       (PyDenseModelBitAcc, PyDenseModelBitAccAccelerated),
                        (PyLifModelBitAcc, PyLifModelBitAccAccelerated),
                        (PyLifResetModelBitAcc, PyLifResetModelBitAccAccelerated)):
-        for name in ("s_in", "a_out", "a_buf", "weight", "weights", "a_buff",
-                     "a_in", "s_out", "u", "v", "du", "dv", "vth", "bias_mant",
+        for name in ("s_in", "a_out", "a_buf", "weight", "a_in", "s_out", "u", "v", "du", "dv", "vth", "bias_mant",
                      "bias_exp", "num_message_bits", "weight_exp",
                      "kernel_size", "stride", "padding", "dilation", "groups",
                      "num_weight_bits"):

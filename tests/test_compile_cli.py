@@ -69,6 +69,13 @@ def test_exit_code_artifact_and_report(two_runs):
     assert json.loads((art / "report.json").read_text()) == report
     assert report["target"] == "reference"
     assert report["samples"] == 24
+    assert set(report) == {"target", "source", "checkpoint", "model", "dataset", "artifact",
+                           "samples", "accuracy", "mismatches", "lava", "float_vs_reference",
+                           "timing_s", "quantization", "input_encoding", "network", "energy",
+                           "layers", "nir_assumption"}
+    assert report["lava"] is None and set(timing := report["timing_s"]) == {
+        "compile", "run", "float", "reference"}
+    assert timing["float"] > 0 and timing["reference"] > 0
     acc = report["accuracy"]
     assert set(acc) >= {"float", "reference", "lava"}
     assert acc["lava"] is None
@@ -285,6 +292,11 @@ def test_lava_target_verifies_every_spike_and_logit(tmp_path, capsys):
     report = json.loads((tmp_path / "art" / "report.json").read_text())
     assert report["mismatches"] == {"spikes": 0, "predictions": 0, "logits": 0}
     assert report["lava"]["spikes_compared"] > 0
+    assert set(report["lava"]) == {"samples", "accuracy", "compared_with", "spike_mismatches",
+                                   "spikes_compared", "layer_mismatches", "logit_mismatches",
+                                   "prediction_mismatches", "steps", "ms_per_step",
+                                   "samples_per_s", "start_s", "run_s"}
+    assert report["lava"]["compared_with"] == "reference" and report["lava"]["samples"] == 4
     assert 0.0 <= report["accuracy"]["lava"] <= 1.0
     assert report["accuracy"]["lava"] == report["accuracy"]["reference"]
 
@@ -331,3 +343,113 @@ def test_hints_of_another_model_are_refused(tmp_path, capsys):
                     class_names=list(ckpt.class_names), quantization=hints)
     proc = compile_main(tmp_path, capsys, "--samples", "8", model=tmp_path / "model.pth")
     _assert_clean_failure(tmp_path, proc, "blocks.7.mlp.fc1.lif", "another model")
+
+
+# -- the helpers the commands share (spikeform_cli/common.py) --------------------------------------
+
+def test_output_dir_is_checked_built_aside_and_swapped(tmp_path):
+    from spikeform_cli.common import CliError, OutputDir
+
+    def is_earlier(path):
+        return (path / "graph.json").is_file()
+
+    out = OutputDir(tmp_path / "art", "a compiled artifact (no graph.json)", is_earlier)
+    out.check()  # absent: fine
+    with out.build() as build:
+        assert build.parent == tmp_path and build.name.startswith(".art.build-")
+        (build / "graph.json").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert (tmp_path / "art" / "graph.json").read_text() == "new"
+    out.check()  # an earlier output: may be replaced
+    with pytest.raises(RuntimeError):  # a failed build leaves the old output untouched
+        with out.build() as build:
+            (build / "graph.json").write_text("half")
+            raise RuntimeError("failed while writing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert (tmp_path / "art" / "graph.json").read_text() == "new"
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(CliError, match="is not a compiled artifact .no graph.json.; it would be "
+                                       "replaced and its contents deleted"):
+        OutputDir(tmp_path / "mine", out.kind, is_earlier).check()
+    with pytest.raises(FileExistsError):  # and refused again at the swap
+        with OutputDir(tmp_path / "mine", out.kind, is_earlier).build():
+            pass
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "mine"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CliError, match="exists and is not a directory"):
+        OutputDir(tmp_path / "afile", out.kind, is_earlier).check()
+    with pytest.raises(CliError, match="afile is not a directory"):
+        OutputDir(tmp_path / "afile" / "sub" / "art", out.kind, is_earlier).check()
+
+
+def test_report_file_and_json_helpers(tmp_path):
+    from spikeform_cli.common import CliError, check_report_file, check_writable, write_json
+
+    check_report_file(None)
+    check_report_file(tmp_path / "new" / "r.json")  # a directory to be created: fine
+    with pytest.raises(CliError, match="--report .* is a directory; give a file path"):
+        check_report_file(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CliError, match="cannot write .*: .*afile is not a directory"):
+        check_writable(tmp_path / "afile" / "r.json")
+    write_json(tmp_path / "a.json", {"b": 1, "a": [2]})
+    assert (tmp_path / "a.json").read_text() == '{\n "a": [\n  2\n ],\n "b": 1\n}\n'
+    write_json(tmp_path / "b.json", {"b": 1, "a": 2}, sort_keys=False)
+    assert (tmp_path / "b.json").read_text() == '{\n "b": 1,\n "a": 2\n}\n'
+
+
+def test_targets_and_data_helpers():
+    from compiler.ir import Graph, Node
+    from spikeform_cli.common import (TARGETS, CliError, check_target, first_samples,
+                                      graph_dataset, labelled_batches, stack_samples)
+
+    assert TARGETS == ("lava-sim", "lava-sim-stock", "loihi2", "lava-sim-float", "reference",
+                       "nir")
+    check_target("reference")
+    with pytest.raises(CliError, match="unknown target 'x'; choose one of: lava-sim, "
+                                       "lava-sim-stock, loihi2$"):
+        check_target("x", TARGETS[:3])
+    # a compiled graph's data set at the graph's own image size and time steps
+    g = Graph(meta={"time_steps": 4, "dataset": "digits"})
+    g.add(Node("input", "input", [], (1, 8, 8)))
+    ds = graph_dataset(g, "test", None, missing="no data set")
+    assert len(ds) == 360 and tuple(ds[0][0].shape) == (1, 8, 8)
+    g.meta["dataset"] = None
+    with pytest.raises(CliError, match="^no data set$"):
+        graph_dataset(g, "test", None, missing="no data set")
+    g.meta["dataset"] = "mnist"  # data set errors become one-paragraph CliErrors with flags
+    with pytest.raises(CliError, match="as --data-dir$"):
+        graph_dataset(g, "test", None, missing="no data set")
+    x, y = stack_samples(ds, 5)
+    assert tuple(x.shape) == (5, 1, 8, 8) and y.dtype == np.int64 and len(y) == 5
+    assert len(stack_samples(ds, 0)[0]) == 0
+    assert first_samples(ds, None) is ds and len(first_samples(ds, 7)) == 7
+    count, batches = labelled_batches(first_samples(ds, 7), 3)
+    batches = list(batches)
+    assert count == 3 and [len(b[1]) for b in batches] == [3, 3, 1]
+    assert isinstance(batches[0][1], np.ndarray) and np.array_equal(batches[0][1], y[:3])
+
+
+def test_layers_compiler_and_model_never_import_the_layers_above():
+    """compiler/ never imports deploy or the CLI; spikformer_neuro/ never imports the compiler,
+    deploy or the CLI (docs/architecture.md: data flows one way)."""
+    import ast
+
+    forbidden = {"compiler": ("deploy", "spikeform_cli"),
+                 "spikformer_neuro": ("compiler", "deploy", "spikeform_cli")}
+    offenders = []
+    for package, banned in forbidden.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                              if n.split(".")[0] in banned]
+    assert offenders == []

@@ -111,10 +111,10 @@ def test_recorded_shapes_and_selection():
 
 def test_wrong_input_shape_is_rejected():
     graph = model_to_ir(micro_model("test-micro"))
-    with pytest.raises(ValueError, match="expected image input"):
+    with pytest.raises(ValueError, match=r"node 'input' \(input\): expected images \[B, 1, 8, 8\]"):
         run_float(graph, torch.zeros(2, 1, 9, 8))
     ev = model_to_ir(micro_model("test-micro-events"))
-    with pytest.raises(ValueError, match="expected event input"):
+    with pytest.raises(ValueError, match=r"expected event frames \[B, 3, 2, 8, 8\]"):
         run_float(ev, torch.zeros(2, 2, 8, 8))
     with pytest.raises(ValueError, match="time steps"):
         run_float(ev, torch.zeros(2, 5, 2, 8, 8))
@@ -273,3 +273,50 @@ def test_full_map_kernel_runs_as_flatten_plus_linear():
     got = run_float(g, x, record=["fc"]).outputs["fc"]
     want = torch.nn.functional.linear(x.flatten(1), w.flatten(1), b)
     assert torch.equal(got[0].reshape(16, 4), want) and torch.equal(got[1], got[0])
+
+
+# -- the executor is an Interpreter over the registry's float ops ----------------------------------
+
+def test_one_handler_per_float_op_and_nothing_else():
+    from compiler.float_exec import FloatExecutor
+    from compiler.interpreter import Interpreter
+    from compiler.ops import FLOAT, QUANTIZED, handled_ops, missing_handlers, ops_at
+
+    assert issubclass(FloatExecutor, Interpreter)
+    assert missing_handlers(FloatExecutor, FLOAT) == ()
+    assert set(handled_ops(FloatExecutor)) == set(ops_at(FLOAT))
+    assert not {"loihi_lif", "token_time_sum"} & set(handled_ops(FloatExecutor))
+    assert set(ops_at(QUANTIZED)) - set(ops_at(FLOAT)) == {"loihi_lif", "token_time_sum"}
+
+
+def test_quantized_ops_are_refused_naming_the_node_and_the_reference_executor():
+    from compiler.float_exec import FloatExecutor
+    p = {k: np.zeros(2, dtype=np.int32) for k in ("du", "dv", "vth", "bias_mant", "bias_exp")}
+    g = Graph(meta={"time_steps": 2})   # built without validate: the executor's own refusal
+    for n in [Node("input", "input", [], (2, 2, 2), attrs={"encoding": "analog"}),
+              Node("neuron7", "loihi_lif", ["input"], (2, 2, 2), p), *_tail("neuron7", 2)]:
+        g.add(n)
+    with pytest.raises(IRError, match=r"node 'neuron7' \(loihi_lif\).*float executor runs float "
+                                      r"graphs.*reference executor"):
+        FloatExecutor(g).run(torch.zeros(1, 2, 2, 2))
+
+
+def test_graded_input_belongs_to_quantized_graphs():
+    g = _graph([Node("input", "input", [], (1, 1, 2), attrs={"encoding": "graded"}),
+                Node("n", "lif", ["input"], (1, 1, 2), attrs={"tau": 2.0, "v_threshold": 1.0}),
+                *_tail("n", 1, k=1)])
+    with pytest.raises(IRError, match=r"node 'input' \(input\).*quantized graphs"):
+        run_float(g, torch.zeros(1, 1, 1, 2))
+
+
+def test_dead_values_are_freed_and_only_the_logits_kept():
+    from compiler.float_exec import FloatExecutor
+    model = micro_model("test-micro")
+    graph = model_to_ir(model)
+    x = micro_input(model.cfg, batch=2)
+    ex = FloatExecutor(graph)
+    with torch.no_grad():
+        out = ex.run(x, record=["sps.pool3"])
+    assert set(out) == {"sps.pool3"}
+    assert set(ex.values) == {graph.output_node.name}
+    assert torch.equal(ex.values["output"].data, run_float(graph, x).logits)

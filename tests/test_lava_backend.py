@@ -31,13 +31,14 @@ from compiler.passes import float_passes
 from compiler.passes.quantize import quantize
 from compiler.encoding import encode_integer
 from compiler.reference import attention_counts, run_reference
-from deploy.lava import LoihiUnavailableError, LoweringError, lower, run, run_config
+from deploy.lava import (LoihiUnavailableError, LoweringError, StageKind, lower, run,
+                         run_config)
 from deploy.lava.attention.models import attention_products
 from deploy.lava.attention.process import SpikingAttention
 from deploy.lava.build import build
 from deploy.lava.graded.models import PyDelayedSumFixed
 from deploy.lava.io.process import Tap
-from deploy.lava.lowering import ungroup
+from deploy.lava.params import ungroup
 from deploy.lava.runtime import LavaWorkerError, create_runtime, run_steps, stop_runtime
 from deploy.lava.targets import loihi_extension_available
 from spikformer_neuro.model import build_model
@@ -144,7 +145,7 @@ def test_lowering_aligns_every_join_and_resets_at_first_input():
     net = lower(g)
     T = net.time_steps
     for st in net.stages.values():
-        if st.kind == "lif_reset":
+        if st.kind is StageKind.LIF_RESET:
             # reset on the step a sample's first input arrives: s*T + 1 + lag
             assert st.params["reset_offset"] == (st.lag + 1) % T
             assert st.params["reset_interval"] == T
@@ -153,7 +154,7 @@ def test_lowering_aligns_every_join_and_resets_at_first_input():
             s = net.stages[src]
             extra = st.params["delay"] if port == "a_delayed" else 0
             arrivals.add(s.lag + extra)
-        hop = 1 if st.kind == "conv" else 0
+        hop = 1 if st.kind is StageKind.CONV else 0
         assert len(arrivals) <= 1, f"{st.name}: inputs arrive misaligned {arrivals}"
         if arrivals:
             assert st.lag == arrivals.pop() + hop, st.name

@@ -1,4 +1,5 @@
-"""The floating-point Lava target (``lava-sim-float``, deploy/lava/float_lowering.py).
+"""The floating-point Lava target (``lava-sim-float``: ``deploy.lava.lower_float``, the one
+lowering with the floating-point parameter strategy of deploy/lava/params.py).
 
 snntorch networks (Linear->Leaky MLP, Conv2d->Leaky CNN, zero reset), converted to our float
 IR -- by hand here (docs/nir.md's snntorch reading: tau = 1/(1-beta), r = tau, spike_if ">"),
@@ -32,7 +33,7 @@ from compiler.ir import Graph, Node
 from compiler.passes import float_passes
 from compiler.encoding import encode_float
 from deploy.lava import FLOAT_TARGET, LoweringError, lower, lower_float, run
-from deploy.lava.float_lowering import lif_lava_params
+from deploy.lava.params import lif_lava_params
 from deploy.lava.runner import LavaResult
 from deploy.lava.verify import verify_float_against_float_exec
 from spikformer_neuro.data import load_dataset

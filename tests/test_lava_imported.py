@@ -18,7 +18,7 @@ from compiler.calibration import detect_input_grid
 from compiler.ir import Graph, Node
 from compiler.passes.quantize import QuantizeOptions, quantize
 from compiler.encoding import encode_integer
-from deploy.lava import lower
+from deploy.lava import StageKind, lower
 from deploy.lava.verify import verify_against_reference
 from spikformer_neuro.data import load_dataset
 
@@ -95,8 +95,9 @@ def test_snntorch_style_graph_quantized_on_lava_sim(kind):
     assert q["lif1"].op == "loihi_lif" and q["mean"].op == "token_time_sum"
     net = lower(q)
     # no attention, no residual: a plain chain, one Conv hop per layer, no delay lines
+    K = StageKind
     assert [s.kind for s in net.stages.values()] == \
-        ["source", "conv", "lif_reset", "conv", "lif_reset", "readout"]
+        [K.SOURCE, K.CONV, K.LIF_RESET, K.CONV, K.LIF_RESET, K.READOUT]
     first = "fc1" if kind == "mlp" else "conv1"
     assert net.lags == {"input": 0, first: 1, "lif1": 1, "fc2": 2, "lif2": 2, "mean": 2}
     check_lava_equals_reference(q)

@@ -10,8 +10,10 @@ import torch
 
 from compiler.float_exec import run_float
 from compiler.frontend import checkpoint_to_ir
-from compiler.ir import Graph, IRError, Node
+from compiler.ir import Graph, IRError, Node, OptionError
 from compiler.nir import dialect, graph_to_nir, write_nir_file
+from compiler.nir.export import _Exporter, is_stock, nir_type_of
+from compiler.ops import FLOAT, OPS, handled_ops, missing_handlers, ops_at
 from compiler.passes import float_passes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,34 @@ def digits_nir(digits_float, tmp_path_factory):
 def _md(node, key):
     v = node.metadata[key]
     return v.decode() if isinstance(v, bytes) else v
+
+
+def test_the_exporter_has_one_marked_handler_per_float_op_after_the_passes():
+    assert missing_handlers(_Exporter, FLOAT, after_passes=True) == ()
+    # nothing else: the ops the float passes rewrite away and quantized ops are refused
+    assert set(handled_ops(_Exporter)) == set(ops_at(FLOAT, after_passes=True))
+    for op in handled_ops(_Exporter):
+        handler = getattr(_Exporter, f"op_{op}")
+        assert hasattr(handler, "nir_type") and hasattr(handler, "stock"), op
+    # the mapping the docs state: sums are edges only; attention is the one non-stock op
+    assert nir_type_of("sum") is None and nir_type_of("lif") == "LIF"
+    assert [op for op in handled_ops(_Exporter) if not is_stock(op)] == ["spiking_attention"]
+    assert not is_stock("batchnorm") and not is_stock("loihi_lif")
+    with pytest.raises(KeyError):
+        nir_type_of("maxpool2d")
+
+
+def test_binary_sources_are_the_registry_s_spiking_ops(dyadic):
+    """A sum-pool of spikes is integer-valued (its threshold exports exactly) when every
+    source emits spikes by the registry: a LIF, a threshold, an input of spikes."""
+    from compiler.nir.export import _is_integer_valued
+    g = Graph(meta={"time_steps": 2, "stage": "float"})
+    g.add(Node("input", "input", [], (2, 4, 4), {}, {"encoding": "spikes"}))
+    g.add(Node("pool", "sumpool2d", ["input"], (2, 2, 2), {},
+               {"kernel": 2, "stride": 2, "padding": 0}))
+    assert OPS["input"].emits_spikes(g["input"].attrs) and _is_integer_valued(g, g["pool"])
+    g["input"].attrs["encoding"] = "analog"
+    assert not _is_integer_valued(g, g["pool"])
 
 
 def test_stock_nir_read_loads_every_node_with_its_ir_name(digits_float, digits_nir):
@@ -187,8 +217,10 @@ def test_portable_export_fails_when_nothing_stock_comes_first(tmp_path):
     g.add(Node("readout", "token_time_mean", ["lif"], (4,)))
     g.add(Node("head", "affine", ["readout"], (2,), {"weight": np.ones((2, 4), np.float32)}))
     g.add(Node("output", "output", ["head"], (2,)))
-    with pytest.raises(IRError, match=r"--nir-portable.*attn \(spiking_attention\)"):
+    with pytest.raises(OptionError, match=r"portable export would be empty: nothing stock.*"
+                                          r"attn \(spiking_attention\)") as err:
         write_nir_file(g.validate(), tmp_path / "x.nir", portable=True)
+    assert err.value.option == "portable" and "--" not in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -275,7 +307,7 @@ def test_snntorch_reproduces_our_float_spikes_and_logits_exactly(dyadic, tmp_pat
         getattr(net, name).register_forward_hook(
             lambda mod, inp, out, spikes=spikes: spikes.append(out.detach().clone()))
     state, per_step = None, []
-    for _ in range(g.meta["time_steps"]):  # the static image at every step (our convention)
+    for _ in range(g.time_steps):  # the static image at every step (our convention)
         out, state = net(x, state)
         per_step.append(out)
     for name, spikes in seen.items():

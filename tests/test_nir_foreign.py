@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from compiler.float_exec import run_float
-from compiler.ir import IRError
+from compiler.ir import IRError, OptionError
 from compiler.nir.conventions import tau_for_decay
-from compiler.nir.foreign import foreign_nir_to_ir
+from compiler.nir.foreign import foreign_nir_to_ir, supported_node_types
 from compiler.passes import float_passes
 from compiler.passes.quantize import quantize
 
@@ -254,8 +254,11 @@ def test_per_neuron_parameters_are_refused():
 
 def test_unsupported_nodes_are_named():
     graph, _, _ = dense_graph(nir.IF(r=np.ones(K_OUT), v_threshold=np.ones(K_OUT)))
-    with pytest.raises(IRError, match=r"bad\.nir: NIR node 'lif' \(IF\).*not supported"):
+    with pytest.raises(IRError, match=r"bad\.nir: NIR node 'lif' \(IF\).*not supported; "
+                                      r"supported: Input, Affine, Linear, Flatten, Conv2d, LIF, "
+                                      r"CubaLIF, SumPool2d, Threshold, Output"):
         foreign_nir_to_ir(graph, convention="norse", time_steps=T, source="bad.nir")
+    assert "IF" not in supported_node_types()
     with pytest.raises(IRError, match=r"'pool' \(AvgPool2d\).*not supported"):
         foreign_nir_to_ir(conv_pool_graph(pool="avg"), convention="norse", time_steps=4,
                           source="bad.nir")
@@ -280,13 +283,18 @@ def test_recurrent_and_nested_graphs_are_refused():
 
 
 def test_bad_arguments_are_refused():
+    """OptionErrors naming the parameter (the CLI adds its flag), never a flag."""
     graph, _, _ = dense_graph(lif_node(K_OUT, 4e-3, 0.6))
-    with pytest.raises(IRError, match="unknown NIR convention 'lava'"):
-        foreign_nir_to_ir(graph, convention="lava", time_steps=T, source="g.nir")
-    with pytest.raises(IRError, match="g.nir: time_steps must be a positive integer"):
-        foreign_nir_to_ir(graph, convention="norse", time_steps=0, source="g.nir")
-    with pytest.raises(IRError, match="'lif'.*at least one step"):
-        foreign_nir_to_ir(graph, convention="norse", time_steps=T, dt=1.0, source="g.nir")
+    cases = [(dict(convention="lava"), "nir_convention", "unknown NIR convention 'lava'"),
+             (dict(time_steps=0), "time_steps", "g.nir: time_steps must be a positive integer"),
+             (dict(dt=1.0), "nir_dt", "'lif'.*at least one step.*nir_dt"),
+             (dict(dt=-1.0), "nir_dt", "nir_dt must be a positive number"),
+             (dict(convention="sinabs", dt=1.0), "nir_dt", "sinabs.*nir_dt .* does not apply")]
+    for change, option, match in cases:
+        kwargs = {**dict(convention="norse", time_steps=T, source="g.nir"), **change}
+        with pytest.raises(OptionError, match=match) as err:
+            foreign_nir_to_ir(graph, **kwargs)
+        assert err.value.option == option and "--" not in str(err.value)
 
 
 def test_threshold_elsewhere_and_flatten_into_a_lif_are_refused():
@@ -336,3 +344,18 @@ def test_snntorch_beta_is_recovered_exactly_from_half_up():
         tau = (SNNTORCH_DT / (1 - np.array([beta], dtype=np.float32)))[0]
         got = snntorch_beta(tau, SNNTORCH_DT)
         assert np.float32(SNNTORCH_DT) / (np.float32(1) - got) == tau
+
+
+def test_read_nir_file_needs_convention_and_time_steps_for_foreign_files(tmp_path):
+    """The missing options are OptionErrors naming the parameter (the CLI adds its flag)."""
+    from compiler.nir import read_nir_file
+    graph, _, _ = dense_graph(lif_node(K_OUT, 4e-3, 0.6))
+    nir.write(tmp_path / "f.nir", graph)
+    cases = [(dict(), "nir_convention", "pass nir_convention"),
+             (dict(convention="lava"), "nir_convention", "unknown NIR convention 'lava'"),
+             (dict(convention="norse"), "time_steps", "pass time_steps")]
+    for kwargs, option, match in cases:
+        with pytest.raises(OptionError, match=match) as err:
+            read_nir_file(tmp_path / "f.nir", **kwargs)
+        assert err.value.option == option and "--" not in str(err.value)
+    assert read_nir_file(tmp_path / "f.nir", convention="norse", time_steps=T).time_steps == T

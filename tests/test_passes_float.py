@@ -300,6 +300,33 @@ def test_maxpool_over_graded_values_is_refused():
         maxpool_to_sumpool(g)
 
 
+def test_maxpool_over_an_input_of_spikes_is_rewritten():
+    """Binary sources are the registry's spiking ops: an input of spikes qualifies."""
+    g = Graph(meta={"time_steps": 2})
+    g.add(Node("input", "input", [], (2, 4, 4), attrs={"encoding": "spikes"}))
+    g.add(Node("pool", "maxpool2d", ["input"], (2, 2, 2),
+               attrs={"kernel": 2, "stride": 2, "padding": 0}))
+    g.add(Node("readout", "token_time_mean", ["pool"], (2,)))
+    g.add(Node("head", "affine", ["readout"], (1,), {"weight": np.ones((1, 2), np.float32)}))
+    g.add(Node("output", "output", ["head"], (1,)))
+    out = maxpool_to_sumpool(g.validate())
+    assert out["pool"].op == "threshold" and out["pool.sum"].inputs == ["input"]
+    x = (torch.rand(3, 2, 2, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    a = run_float(g, x, record=["pool"]).outputs["pool"]
+    assert torch.equal(a, run_float(out, x, record=["pool"]).outputs["pool"])
+
+
+def test_float_passes_remove_every_op_the_registry_says_they_remove():
+    from compiler.ops import FLOAT, OPS, ops_at
+    from compiler.passes import FLOAT_PASSES, float_passes
+    names = [p.__name__ for p in FLOAT_PASSES]
+    removed = {s.removed_by for s in OPS.values() if s.removed_by}
+    assert removed and removed <= set(names)
+    g = float_passes(model_to_ir(firing_model("test-micro")))
+    assert g.meta["passes"] == names
+    assert set(g.ops()) <= set(ops_at(FLOAT, after_passes=True))
+
+
 # -- (c) the micro model end to end ---------------------------------------------------------------
 
 def _micro(seed):

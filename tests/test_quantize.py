@@ -589,3 +589,45 @@ def test_graded_values_beyond_int32_ports_are_refused():
         check_port_range(node, PORT_LIMIT)
     lif = Node("x.lif", "loihi_lif", ["a"], (4, 2, 2))  # spikes: bound 1, never checked here
     assert check_port_range(lif, 1.0) == 1.0
+
+
+# -- the value-range analysis is an Interpreter over the quantized ops ---------------------------
+
+def test_value_range_has_one_handler_per_quantized_op():
+    from compiler.interpreter import Interpreter
+    from compiler.ops import QUANTIZED, handled_ops, missing_handlers, ops_at
+    from compiler.passes.quantize import ValueRange
+
+    assert issubclass(ValueRange, Interpreter)
+    assert missing_handlers(ValueRange, QUANTIZED) == ()
+    assert set(handled_ops(ValueRange)) == set(ops_at(QUANTIZED))
+
+
+def test_value_bounds_by_hand_and_float_graphs_refused(micro):
+    model, folded, q = micro
+    bounds = value_bounds(q)
+    assert list(bounds) == list(q.nodes)
+    cfg = model.cfg
+    assert bounds["input"] == (1 if cfg.event_input else 255)
+    conv = q["sps.stages.0.conv"]
+    rows = np.abs(conv.params["weight"]).reshape(conv.shape[0], -1).sum(1).max()
+    assert bounds[conv.name] == float(rows) * bounds["input"]
+    attn = q["blocks.0.attn.attention"]
+    d, h, w = attn.shape
+    assert bounds[attn.name] == h * w * (d // attn.attrs["num_heads"]) * attn.attrs["gain"]
+    readout = q["readout"]
+    assert bounds["readout"] == (bounds[readout.inputs[0]] * cfg.time_steps
+                                 * int(np.prod(q[readout.inputs[0]].shape[1:])))
+    assert bounds["output"] == bounds["head"]
+    with pytest.raises(IRError, match=r"layer 'sps.stages.0.lif' \(lif\).*value-range"):
+        value_bounds(folded)
+
+
+def test_hints_of_another_model_quote_no_command_line():
+    model = micro_model("test-micro")
+    g = float_passes(model_to_ir(model))
+    g.meta["loihi_hints"] = {"vth": {"blocks.7.mlp.fc1.lif": 12}}
+    with pytest.raises(IRError, match=r"blocks.7.mlp.fc1.lif.*another model.*re-run "
+                                      r"quantization-aware training on this model") as e:
+        quantize(g)
+    assert "--" not in str(e.value) and "spikeform-" not in str(e.value)

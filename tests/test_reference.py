@@ -361,3 +361,175 @@ def test_batch_independence(name):
     # encoded input gives the same run
     again = run_reference(q, encode_integer(q, x), encoded=True)
     assert np.array_equal(again.logits, full.logits)
+
+
+# -- layer-major execution: the same integers as stepping every node once per time step ----------
+
+def _step_major(g: Graph, x_seq: np.ndarray):
+    """The pre-redesign executor's loop (time outer, nodes inner), written out with
+    fixed_point's per-step functions: the semantics the layer-major executor must keep."""
+    batch = x_seq.shape[1]
+    lifs = {n.name: fx.LifParams(**{k: n.params[k] for k in ("du", "dv", "vth", "bias_mant",
+                                                             "bias_exp")})
+            for n in g.by_op("loihi_lif")}
+    state = {n: (np.zeros((batch,) + tuple(g[n].shape), np.int64),) * 2 for n in lifs}
+    acc = {n.name: np.zeros((batch, n.shape[0]), np.int64) for n in g.by_op("token_time_sum")}
+    traces = {n.name: [] for n in g if n.op not in ("token_time_sum", "affine", "output")}
+    u_tr, v_tr = {n: [] for n in lifs}, {n: [] for n in lifs}
+
+    def summed(values, node):
+        ins = [values[i] for i in node.inputs]
+        return ins[0] if len(ins) == 1 else fx.wrap_signed(sum(ins), 32)
+
+    for t in range(x_seq.shape[0]):
+        values = {}
+        for node in g:
+            a = node.attrs
+            if node.op == "input":
+                val = x_seq[t]
+            elif node.op == "conv2d":
+                val = fx.conv_accumulate(summed(values, node), node.params["weight"],
+                                         a["stride"], a["padding"], 1, a["groups"],
+                                         num_message_bits=1 if a.get("graded_input") else 0)
+            elif node.op == "loihi_lif":
+                u, v = state[node.name]
+                u, v_new, s = fx.lif_step(u, v, summed(values, node), lifs[node.name])
+                u_tr[node.name].append(u)
+                v_tr[node.name].append(fx.lif_voltage(v, u, lifs[node.name]))
+                state[node.name] = (u, v_new)
+                val = s.astype(np.int64)
+            elif node.op == "sumpool2d":
+                k = a["kernel"]
+                val = fx.conv_accumulate(summed(values, node),
+                                         np.ones((node.shape[0], 1, k, k), np.int64),
+                                         a["stride"], a["padding"], 1, node.shape[0])
+            elif node.op == "threshold":
+                val = (summed(values, node) >= a["threshold"]).astype(np.int64)
+            elif node.op == "spiking_attention":
+                q, k, v = (values[i] for i in node.inputs)
+                val = attention_counts(q, k, v, a["num_heads"]) * a["gain"]
+            elif node.op == "sum":
+                val = summed(values, node)
+            elif node.op == "token_time_sum":
+                acc[node.name] += summed(values, node).sum(axis=(2, 3))
+                continue
+            else:
+                continue
+            values[node.name] = val
+            traces[node.name].append(val)
+    final = dict(acc)
+    for node in g:
+        if node.op == "affine":
+            final[node.name] = (final[node.inputs[0]] @ node.params["weight"].T
+                                + node.params.get("bias", 0))
+        elif node.op == "output":
+            final[node.name] = final[node.inputs[0]]
+    outputs = {n: np.stack(v) for n, v in traces.items()}
+    outputs.update({n: final[n] for n in final})
+    return (final[g.output_node.name], outputs, {n: np.stack(v) for n, v in u_tr.items()},
+            {n: np.stack(v) for n, v in v_tr.items()})
+
+
+@pytest.mark.parametrize("name", ["test-micro", "test-micro-events"])
+def test_layer_major_equals_step_major(name):
+    q, x = _micro_quantized(name)
+    res = run_reference(q, x, record=True, record_membrane=True)
+    logits, outputs, currents, voltages = _step_major(q, encode_integer(q, x))
+    assert np.array_equal(res.logits, logits) and res.logits.dtype == np.int64
+    assert res.outputs.keys() == outputs.keys() == set(q.nodes)
+    for n, want in outputs.items():
+        got = res.outputs[n]
+        assert got.dtype == np.int64 and got.shape == want.shape, n
+        assert np.array_equal(got, want), n
+    assert currents.keys() == res.currents.keys() == voltages.keys() == res.voltages.keys()
+    for n in currents:
+        assert np.array_equal(res.currents[n], currents[n]), n
+        assert np.array_equal(res.voltages[n], voltages[n]), n
+    lif_rates = [outputs[n].mean() for n in currents]
+    assert all(0 < r < 1 for r in lif_rates)  # not vacuous
+    # the membrane record is opt-in and changes nothing else
+    plain = run_reference(q, x, record=True, record_membrane=["blocks.0.attn.attn_lif"])
+    assert set(plain.currents) == set(plain.voltages) == {"blocks.0.attn.attn_lif"}
+    assert all(np.array_equal(plain.outputs[n], v) for n, v in outputs.items())
+    with pytest.raises(IRError, match=r"membrane of \['sps.residual'\]"):
+        run_reference(q, x, record_membrane=["sps.residual"])
+
+
+@HYP
+@given(st.integers(0, 2**31 - 1), st.integers(1, 4), st.integers(1, 4))
+def test_layer_major_equals_step_major_on_random_graphs(seed, batch, t):
+    g = two_layer_graph(seed, t=t)
+    x = np.random.default_rng(seed + 2).random((batch, 2, 4, 4))
+    res = run_reference(g, x, record=True, record_membrane=True)
+    logits, outputs, currents, voltages = _step_major(g, encode_integer(g, x))
+    assert np.array_equal(res.logits, logits)
+    for n, want in outputs.items():
+        assert np.array_equal(res.outputs[n], want), n
+    for n in currents:
+        assert np.array_equal(res.currents[n], currents[n])
+        assert np.array_equal(res.voltages[n], voltages[n])
+
+
+def test_fan_in_adds_in_int32_like_lava_ports():
+    """Several inputs into one node are added in int32 (Lava's ports), for every op."""
+    g = _graph([Node("input", "input", [], (1, 1, 1), {}, {"encoding": "graded",
+                                                           "input_scale": 1.0, "max_abs": 1}),
+                Node("twice", "sum", ["input", "input"], (1, 1, 1)),
+                Node("acc", "token_time_sum", ["twice"], (1,)),
+                Node("output", "output", ["acc"], (1,))], t=2)
+    x = np.full((2, 1, 1, 1, 1), 2 ** 30, np.int64)
+    x[1] = 5
+    res = run_reference(g, x, encoded=True, record=True)
+    assert res.outputs["twice"].reshape(-1).tolist() == [-2 ** 31, 10]
+    assert res.logits.tolist() == [[10 - 2 ** 31]]
+    assert np.array_equal(res.outputs["input"], x) and res.outputs["input"] is not x
+
+
+def test_one_handler_per_quantized_op_and_nothing_else():
+    from compiler.interpreter import Interpreter
+    from compiler.ops import QUANTIZED, handled_ops, missing_handlers, ops_at
+    from compiler.reference import ReferenceExecutor
+
+    assert issubclass(ReferenceExecutor, Interpreter)
+    assert missing_handlers(ReferenceExecutor, QUANTIZED) == ()
+    assert set(handled_ops(ReferenceExecutor)) == set(ops_at(QUANTIZED))
+
+
+def test_attention_counts_take_any_leading_dims():
+    rng = np.random.default_rng(3)
+    q, k, v = ((rng.random((3, 2, 4, 2, 3)) < 0.5).astype(np.int64) for _ in range(3))
+    seq = attention_counts(q, k, v, 2)
+    assert seq.shape == q.shape and seq.dtype == np.int64
+    for t in range(3):
+        assert np.array_equal(seq[t], attention_counts(q[t], k[t], v[t], 2))
+
+
+def test_missing_gain_names_the_node():
+    nodes = [Node("input", "input", [], (2, 1, 1), {}, {"encoding": "spikes"}),
+             Node("att", "spiking_attention", ["input", "input", "input"], (2, 1, 1), {},
+                  {"num_heads": 1, "scale": 0.125}),
+             Node("acc", "token_time_sum", ["att"], (2,)),
+             Node("output", "output", ["acc"], (2,))]
+    g = Graph(meta={"time_steps": 1, "stage": "quantized"})  # not validated: gain is missing
+    for n in nodes:
+        g.add(n)
+    with pytest.raises(IRError, match=r"node 'att' \(spiking_attention\).*'gain'"):
+        run_reference(g, np.ones((1, 1, 2, 1, 1)))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 40])
+def test_batch_slices_do_not_change_the_integers(monkeypatch, chunk):
+    """Convolutions and LIFs run on cache-sized slices of the batch: any slicing gives the
+    same integers (1: one sample at a time; 1 << 40: the whole sequence in one call)."""
+    import compiler.reference as reference
+    q, x = _micro_quantized("test-micro")
+    want = run_reference(q, x, record=True, record_membrane=True)
+    monkeypatch.setattr(reference, "CONV_CHUNK", chunk)
+    monkeypatch.setattr(reference, "LIF_CHUNK", chunk)
+    got = run_reference(q, x, record=True, record_membrane=True)
+    assert np.array_equal(got.logits, want.logits)
+    for n, v in want.outputs.items():
+        assert np.array_equal(got.outputs[n], v), n
+    for n in want.currents:
+        assert np.array_equal(got.currents[n], want.currents[n]), n
+        assert np.array_equal(got.voltages[n], want.voltages[n]), n

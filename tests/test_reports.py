@@ -180,6 +180,130 @@ def test_activity_meter_and_attention_maps(micro):
     assert maps[0, 1, 1, 2] == int((qs[0, 2:, 0, 1] * ks[0, 2:, 1, 0]).sum())
 
 
+# -- one measurement for spikeform-compile and spikeform-report --------------------------------
+@pytest.fixture(scope="module")
+def micro_float():
+    """test-micro's float graph (as a checkpoint gives it), quantized, with labelled batches."""
+    float_graph = model_to_ir(firing_model("test-micro"))
+    graph = quantize(float_passes(float_graph))
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    y = np.array([0, 1, 2, 3, 1, 0])
+    return float_graph, graph, x, y
+
+
+def test_one_measurement_for_both_reports(micro_float):
+    """compiler.reports.measure serves spikeform-compile (accuracies, per-LIF agreement and
+    rates, energy) and spikeform-report (also membrane use, float-model energy, attention
+    maps): what both report is the same whichever extras are asked for, and equals counting
+    the spikes by hand."""
+    from compiler.float_exec import run_float
+    from compiler.reports.measure import measure
+
+    float_graph, graph, x, y = micro_float
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    full = measure(graph, float_graph, batches)
+    lean = measure(graph, float_graph, batches, membrane=False, float_energy=False,
+                   attention=False)
+    assert full.energy_float is not None and full.attention
+    assert lean.energy_float is None and lean.attention == {}
+    assert any("membrane" in i for i in full.activity.layers().values())
+    assert all("membrane" not in i for i in lean.activity.layers().values())
+    for key in ("samples", "labelled", "correct_reference", "correct_float",
+                "prediction_mismatches", "has_float"):
+        assert getattr(lean, key) == getattr(full, key), key
+    assert lean.lif_layers() == full.lif_layers()
+    assert lean.energy_reference.summary() == full.energy_reference.summary()
+    assert lean.seconds_reference > 0 and lean.seconds_float > 0
+
+    lifs = [n.name for n in graph.by_op("loihi_lif")]
+    flt = run_float(float_graph, x, record=lifs)
+    ref = run_reference(graph, x, record=lifs)
+    expected = {}
+    for name in lifs:
+        a, b = flt.outputs[name].numpy().astype(np.int64), ref.outputs[name]
+        expected[name] = {"agreement": int((a == b).sum()) / a.size,
+                          "rate_float": int(a.sum()) / a.size,
+                          "rate_reference": int(b.sum()) / b.size}
+    assert lean.lif_layers() == expected
+    fp, rp = flt.logits.argmax(1).numpy(), ref.predictions
+    assert lean.samples == lean.labelled == 6
+    assert lean.accuracy_float() == int((fp == y).sum()) / 6
+    assert lean.accuracy_reference() == int((rp == y).sum()) / 6
+    assert lean.prediction_mismatches == int((fp != rp).sum())
+
+    # without a float model (an artifact) or labels
+    alone = measure(graph, None, [(x, None)], membrane=False)
+    assert not alone.has_float and alone.lif_layers() == {} and alone.accuracy_float() is None
+    assert alone.accuracy_reference() is None and alone.samples == 6
+    assert alone.energy_reference.summary() == full.energy_reference.summary()
+
+
+def test_compile_report_from_the_measurement(micro_float):
+    """spikeform-compile's report.json is assembled in the compiler from the pipeline's
+    results, the measurement and the Lava check as plain numbers."""
+    from compiler.pipeline import Source, compile_graph
+    from compiler.reports.compile_report import (LavaVerification, compile_report,
+                                                 nir_export_report)
+    from compiler.reports.measure import measure
+
+    float_graph, _, x, y = micro_float
+    compiled = compile_graph(float_graph, x)
+    src = Source(Path("m.pth"), "checkpoint", float_graph, "digits", 8, 2, "test-micro")
+    m = measure(compiled.quantized, compiled.float_graph, [(x, y)], membrane=False,
+                float_energy=False, attention=False)
+    lava = LavaVerification(samples=6, accuracy=0.5, compared_with="reference",
+                            spike_mismatches=0, spikes_compared=1000, logit_mismatches=0,
+                            prediction_mismatches=0, steps=20, ms_per_step=1.0,
+                            samples_per_s=10.0, start_s=0.5, run_s=0.6,
+                            layer_mismatches={"sps.stages.0.lif": 0})
+    report = compile_report(compiled, src, m, lava, target="lava-sim", artifact="art",
+                            run_seconds=2.0)
+    assert set(report) == {"target", "source", "checkpoint", "model", "dataset", "artifact",
+                           "samples", "accuracy", "mismatches", "lava", "float_vs_reference",
+                           "timing_s", "quantization", "input_encoding", "network", "energy",
+                           "layers", "nir_assumption"}
+    assert report["source"] == {"kind": "checkpoint", "path": "m.pth"}
+    assert report["checkpoint"] == "m.pth" and report["model"] == "test-micro"
+    assert report["samples"] == 6 and report["artifact"] == "art"
+    assert report["accuracy"] == {"float": m.accuracy_float(),
+                                  "reference": m.accuracy_reference(), "lava": 0.5}
+    assert report["mismatches"] == {"spikes": 0, "predictions": 0, "logits": 0}
+    assert report["lava"]["spikes_compared"] == 1000 and report["lava"]["start_s"] == 0.5
+    assert report["float_vs_reference"] == {"prediction_mismatches": m.prediction_mismatches}
+    assert report["timing_s"]["run"] == 2.0 and report["timing_s"]["compile"] > 0
+    energy = m.energy_reference.summary()
+    assert report["energy"] == {k: v for k, v in energy.items() if k != "layers"}
+    quant = compiled.quantized.meta["quantization"]
+    assert "layers" not in report["quantization"] and set(report["layers"]) == set(quant["layers"])
+    for name, info in report["layers"].items():
+        assert "input" not in info
+        assert info == {**{k: v for k, v in quant["layers"][name].items() if k != "input"},
+                        **m.lif_layers().get(name, {})}
+    json.dumps(report, allow_nan=False)  # JSON as it is
+
+    # nothing verified: no accuracies, no energy, the quantizer's record only
+    bare = compile_report(compiled, src, None, None, target="reference", artifact="art",
+                          run_seconds=0.0)
+    assert bare["samples"] == 0 and bare["lava"] is None and bare["energy"] is None
+    assert set(bare["accuracy"].values()) == {None}
+    assert set(bare["mismatches"].values()) == {None}
+    assert bare["layers"]["sps.stages.0.lif"].get("agreement") is None
+    # Lava vs the reference fails on any logit; vs the float executor on any prediction
+    assert lava.exact and lava.decisive == "logit_mismatches"
+    lava.logit_mismatches = 1
+    assert not lava.exact
+    lava.compared_with = "float_exec"
+    assert lava.exact and lava.decisive == "prediction_mismatches"
+    lava.prediction_mismatches = 1
+    assert not lava.exact
+    export = nir_export_report(src, target="nir", nir_file="m.nir", export={"edges": 3},
+                               seconds=0.25)
+    assert export == {"target": "nir", "source": {"kind": "checkpoint", "path": "m.pth"},
+                      "checkpoint": "m.pth", "model": "test-micro", "dataset": "digits",
+                      "nir_file": "m.nir", "export": {"edges": 3},
+                      "timing_s": {"compile": 0.25}}
+
+
 # -- spikeform-report -----------------------------------------------------------------------
 def _report(args, **kw):
     return subprocess.run([sys.executable, "-m", "spikeform_cli.report", *map(str, args)],

@@ -1,9 +1,35 @@
-"""Neuron and synapse counts of a quantized network, checked against a hand count."""
+"""Neuron and synapse counts of a quantized network, checked against a hand count; the
+per-op handler tables of the graph analyses (resources, FLOP count) are complete."""
+import pytest
+
 from compiler.frontend import model_to_ir
+from compiler.ir import IRError
+from compiler.ops import FLOAT, QUANTIZED, handled_ops, missing_handlers, ops_at
 from compiler.passes import float_passes
 from compiler.passes.quantize import quantize
-from compiler.resources import network_size
+from compiler.reports.flops import SynapticCounter, synaptic_layers
+from compiler.resources import Footprint, loihi_estimate, network_size
 from spikformer_neuro.testing import firing_model
+
+
+def test_analyses_have_one_handler_per_op_of_their_levels():
+    # the Loihi estimate and the network size: quantized graphs only
+    assert missing_handlers(Footprint, QUANTIZED) == ()
+    assert set(handled_ops(Footprint)) == set(ops_at(QUANTIZED))
+    # the FLOP count (and the energy built on it): float graphs before and after the passes
+    # (the paper tables count the frontend's graph) and quantized graphs
+    assert missing_handlers(SynapticCounter, FLOAT) == ()
+    assert missing_handlers(SynapticCounter, QUANTIZED) == ()
+
+
+def test_the_resource_estimate_refuses_float_graphs():
+    g = float_passes(model_to_ir(firing_model("test-micro")))
+    for analysis in (network_size, loihi_estimate):
+        with pytest.raises(IRError, match="takes quantized graphs"):
+            analysis(g)
+    # the FLOP count takes every level, with the same layers
+    q = quantize(g)
+    assert synaptic_layers(g) == synaptic_layers(q)
 
 
 def test_counts_for_test_micro():
@@ -42,9 +68,22 @@ def test_loihi_estimate_for_test_micro():
     # every population is far below a core's limits: one core each, one chip
     assert total["cores_shared"] == total["cores_dense"] == 16
     assert total["chips_shared"] == total["chips_dense"] == 1
-    where = {p["node"]: p["where"] for p in est["off_chip"]}
-    assert where["blocks.0.attn.attention"].startswith("embedded") and where["input"] == "host"
+    # with lava-loihi our Python processes run on the host CPU, not on the embedded x86 cores
+    parts = {p["node"]: p for p in est["off_chip"]}
+    assert all(p["where"] == "host" for p in est["off_chip"])
+    assert parts["input"]["process"] == "RingBuffer"
+    assert parts["blocks.0.attn.attention"]["process"] == "SpikingAttention"
+    assert parts["blocks.0.attn.attention"]["spikes_out_per_step_max"] == 3 * 256
+    assert parts["readout"]["process"] == "Readout"
+    assert parts["blocks.0.mlp_residual"]["process"] == "DelayedSum"
+    assert [p["node"] for p in est["off_chip"]][:3] == ["input", "blocks.0.attn.attention",
+                                                        "readout"]
+    assert est["host_processes"] == {"RingBuffer": 1, "SpikingAttention": 1, "DelayedSum": 3,
+                                     "Readout": 1}
     assert any("estimate" in a or "derived" in a for a in est["assumptions"])
+    assert any("host CPU" in a for a in est["assumptions"])
+    text = " ".join(est["assumptions"] + [p["why"] for p in est["off_chip"]])
+    assert "embedded cores per chip" not in text and "from the embedded cores" not in text
 
 
 def test_loihi_estimate_splits_large_layers():

@@ -28,6 +28,16 @@ def _test_images(n):
             np.array([ds[i][1] for i in range(n)]))
 
 
+def test_the_commands_target_names_are_the_backends():
+    """spikeform-compile and -run share one tuple of target names (spikeform_cli.common),
+    without importing Lava to check an argument; it must name what the backend runs."""
+    from deploy.lava import DEFAULT_TARGET, FLOAT_TARGET, TARGETS
+    from spikeform_cli.common import FLOAT_LAVA_TARGET, LAVA_TARGETS
+
+    assert LAVA_TARGETS == TARGETS and LAVA_TARGETS[0] == DEFAULT_TARGET
+    assert FLOAT_LAVA_TARGET == FLOAT_TARGET
+
+
 def test_shards_partition_the_samples():
     for total in (0, 1, 7, 10):
         for n in (1, 2, 3, 4):
@@ -75,6 +85,26 @@ def test_user_inputs_from_npy_with_labels(artifact, tmp_path, capsys):
 def test_bad_arguments_exit_2_with_a_message(artifact, capsys, extra, message):
     assert run_main([str(artifact), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_missing_data_set_names_the_flag(artifact, tmp_path, capsys):
+    """The artifact's data set is loaded by the shared helper; its errors name --data-dir."""
+    import shutil
+
+    from compiler.serialize import save_graph
+
+    graph = load_graph(artifact)
+    graph.meta["dataset"] = "mnist"  # has no default location
+    save_graph(graph, tmp_path / "mnist.compiled")
+    assert run_main([str(tmp_path / "mnist.compiled"), "--target", "lava-sim", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spikeform-run: error: mnist: no data directory given")
+    assert err.rstrip().endswith("as --data-dir") and err.count("\n") == 1
+    graph.meta.pop("dataset")
+    shutil.rmtree(tmp_path / "mnist.compiled")
+    save_graph(graph, tmp_path / "none.compiled")
+    assert run_main([str(tmp_path / "none.compiled"), "-q"]) == 2
+    assert "names no data set; pass --input" in capsys.readouterr().err
 
 
 def test_bad_inputs_exit_2(artifact, tmp_path, capsys):

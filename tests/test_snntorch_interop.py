@@ -144,7 +144,7 @@ def test_export_file_round_trip_keeps_the_exact_beta(tmp_path):
     lif = ir["2"].attrs
     assert np.float32(1 - 1 / lif["tau"]) == np.float32(0.9) and lif["r"] == lif["tau"]
     assert lif["spike_if"] == ">" and lif["v_threshold"] == 1.0
-    assert ir.meta["time_steps"] == T and ir.meta["num_classes"] == 10
+    assert ir.time_steps == T and ir.meta["num_classes"] == 10
     assert ir.meta["dataset"] == "digits" and ir.meta["model"] == "nir:mlp.nir"
     theirs = snntorch_spikes(net, x, T)
     res = run_float(ir, x, record=["2", "4"])

@@ -13,14 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Union
 
-from ..ir import Graph, IRError
+from ..ir import Graph, IRError, OptionError
 from . import dialect
+from .conventions import CONVENTIONS as _CONVENTION_CLASSES
 from .export import ExportInfo, graph_to_nir, write_nir_file
 
 __all__ = ["CONVENTIONS", "ExportInfo", "graph_to_nir", "is_nir_file", "read_nir_file",
            "read_nir_graph", "write_nir_file"]
 
-CONVENTIONS = ("snntorch", "norse", "sinabs", "spikeform")
+#: the discretisation conventions (compiler/nir/conventions.py): three foreign toolchains, then ours
+CONVENTIONS = tuple(_CONVENTION_CLASSES)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -98,8 +100,11 @@ def read_nir_file(path: Union[str, Path], *, convention: Optional[str] = None,
     """A ``.nir`` file -> float IR Graph (see the module docstring for the dispatch).
 
     Our own files carry their time steps and data set: ``time_steps``/``dataset``, when given,
-    must agree with them. Foreign files need ``convention`` (--nir-convention) and
-    ``time_steps`` (--time-steps); ``dt`` (--nir-dt) is the foreign exporter's time step.
+    must agree with them, and ``convention``/``dt`` must be left unset (or say what the file
+    says). Foreign files need ``convention`` and ``time_steps``; ``dt`` is the foreign
+    exporter's time step. A wrong or missing option is a :class:`~compiler.ir.OptionError`
+    whose ``option`` is the caller-facing parameter name of :func:`compiler.pipeline.load_source`
+    (``nir_convention``, ``nir_dt``, ``time_steps``, ``dataset``).
     """
     path = Path(path)
     graph = read_nir_graph(path)
@@ -109,28 +114,33 @@ def read_nir_file(path: Union[str, Path], *, convention: Optional[str] = None,
     if fmt is not None:
         if fmt != dialect.FORMAT:
             raise IRError(f"{path}: unknown spikeform NIR format {fmt!r}")
-        if convention not in (None, "spikeform") or dt not in (None, dialect.DT):
-            raise IRError(f"{path}: the file was written by spikeform-compile and states its own "
-                          f"convention (spikeform, dt = {dialect.DT:g}); drop --nir-convention "
-                          "and --nir-dt")
+        for option, value, own in (("nir_convention", convention, "spikeform"),
+                                   ("nir_dt", dt, dialect.DT)):
+            if value not in (None, own):
+                raise OptionError(
+                    f"{path}: the file was written by spikeform-compile and states its own "
+                    f"convention (spikeform, dt = {dialect.DT:g}); {option} {value!r} does not "
+                    f"apply (leave {option} unset)", option=option)
         from .spikeform_import import spikeform_nir_to_ir
         ir = spikeform_nir_to_ir(graph, source=str(path))
-        for key, flag, value in (("time_steps", "--time-steps", time_steps),
-                                 ("dataset", "--dataset", dataset)):
-            have = ir.meta.get(key)
+        for option, value, have, what in (
+                ("time_steps", time_steps, ir.time_steps, "{} time steps"),
+                ("dataset", dataset, ir.meta.get("dataset"), "the data set {!r}")):
             if value is not None and have is not None and value != have:
-                raise IRError(f"{path}: the file was exported with {key} = {have!r}; {flag} "
-                              f"{value!r} contradicts it (drop {flag})")
+                raise OptionError(f"{path}: the file was exported with {what.format(have)}; "
+                                  f"{option} {value!r} contradicts it (leave {option} unset)",
+                                  option=option)
         return ir
     if convention is None:
-        raise IRError(f"{path}: a NIR graph from another toolchain needs its discretisation "
-                      f"convention: pass --nir-convention (one of {', '.join(CONVENTIONS[:3])})")
+        raise OptionError(f"{path}: a NIR graph from another toolchain needs its discretisation "
+                          f"convention: pass nir_convention (one of "
+                          f"{', '.join(CONVENTIONS[:3])})", option="nir_convention")
     if convention not in CONVENTIONS:
-        raise IRError(f"{path}: unknown NIR convention {convention!r}; choose one of "
-                      f"{', '.join(CONVENTIONS)}")
+        raise OptionError(f"{path}: unknown NIR convention {convention!r} (nir_convention); "
+                          f"choose one of {', '.join(CONVENTIONS)}", option="nir_convention")
     if time_steps is None:
-        raise IRError(f"{path}: a NIR graph from another toolchain does not say how many time "
-                      "steps to run: pass --time-steps T")
+        raise OptionError(f"{path}: a NIR graph from another toolchain does not say how many "
+                          "time steps to run: pass time_steps", option="time_steps")
     from .foreign import foreign_nir_to_ir
     return foreign_nir_to_ir(graph, convention=convention, time_steps=int(time_steps),
                              dataset=dataset, dt=dt, source=str(path))

@@ -59,7 +59,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ..ir import IRError
+from ..ir import IRError, OptionError
 
 SNNTORCH_DT = 1e-4   # snntorch/export_nir.py 66 (hard-coded, never written to the file)
 NORSE_DT = 1e-3      # norse/torch/utils/import_nir.py 61 (the reader's default dt)
@@ -142,7 +142,8 @@ class Convention:
 
     def dt(self, given: Optional[float]) -> Optional[float]:
         if given is not None and not (given > 0 and math.isfinite(given)):
-            raise IRError(f"convention {self.name}: dt must be a positive number, got {given!r}")
+            raise OptionError(f"convention {self.name}: the time step nir_dt must be a positive "
+                              f"number, got {given!r}", option="nir_dt")
         return self.default_dt if given is None else float(given)
 
     def lif(self, name: str, tau: np.ndarray, r: np.ndarray, dt: Optional[float],
@@ -207,8 +208,9 @@ class SinabsConvention(Convention):
 
     def dt(self, given):
         if given is not None:
-            raise IRError("convention sinabs: time constants are in time steps; a dt "
-                          f"({given!r}) does not apply")
+            raise OptionError("convention sinabs: time constants are in time steps; a time "
+                              f"step nir_dt ({given!r}) does not apply (leave nir_dt unset)",
+                              option="nir_dt")
         return None
 
     def lif(self, name, tau, r, dt, metadata, kind="LIF"):
@@ -249,4 +251,5 @@ def get_convention(name: str) -> Convention:
     try:
         return CONVENTIONS[name]()
     except KeyError:
-        raise IRError(f"unknown NIR convention {name!r}; known: {', '.join(CONVENTIONS)}") from None
+        raise OptionError(f"unknown NIR convention {name!r} (nir_convention); known: "
+                          f"{', '.join(CONVENTIONS)}", option="nir_convention") from None

@@ -25,7 +25,7 @@ KEY_META = "spikeform.meta"              # IR graph meta as a JSON string (None 
 KEY_ORDER = "spikeform.order"            # IR node names in topological order (HDF5 sorts names)
 KEY_SUMS = "spikeform.sums"              # residual `sum` nodes: {name: {inputs, shape}}
 KEY_CONVENTION = "spikeform.convention"  # the discretisation convention, in words
-KEY_FRAGMENT = "spikeform.fragment"      # "true": a --nir-portable part of the network
+KEY_FRAGMENT = "spikeform.fragment"      # "true": a portable export, part of the network
 KEY_CUT = "spikeform.cut"                # fragment: the nodes that were left out, and why
 # node metadata
 KEY_OP = "spikeform.op"                  # the IR op this NIR node carries
@@ -67,14 +67,6 @@ def loads(text: Any, where: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise IRError(f"{where}: invalid JSON ({e})") from None
-
-
-def pair(value: Any, where: str, key: str) -> Tuple[int, int]:
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise IRError(f"{where}: attribute '{key}' must be an int or a pair, got {value!r}")
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
 
 
 def stock_threshold(theta: float, integer_input: bool) -> Tuple[float, str]:

@@ -21,6 +21,14 @@ Node by node (docs/nir.md has the table and the conventions):
 ``portable=True`` keeps only what stock consumers can execute: every node that is not
 downstream of a node without stock semantics (spiking attention); the kept nodes read by a
 left-out node become the fragment's outputs.
+
+The handler table: ``_Exporter`` has one ``op_<name>`` handler per op of the float IR after the
+float passes (``compiler.ops.ops_at(FLOAT, after_passes=True)``;
+tests/test_nir_export.py asserts that none is missing). Each handler is marked with
+:func:`writes`: the NIR node type it writes under the IR node's name (None: no node, only
+edges) and whether stock NIR consumers execute what the op means. Those marks are the only
+description of the mapping: the portable cut (:func:`is_stock`) and the importer's type check
+(:func:`nir_type_of`, compiler/nir/spikeform_import.py) read them.
 """
 from __future__ import annotations
 
@@ -28,18 +36,25 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
-from ..ir import Graph, IRError, Node
+from ..ir import Graph, IRError, Node, OptionError
+from ..layout import pair
+from ..ops import FLOAT, OPS, handled_ops
 from . import dialect as d
 
-FLOAT_EXPORT_OPS = ("input", "conv2d", "lif", "sumpool2d", "threshold", "sum", "spiking_attention",
-                    "token_time_mean", "affine", "output")
-# ops whose stock NIR nodes compute what the IR computes (given the documented conventions)
-STOCK_OPS = frozenset(FLOAT_EXPORT_OPS) - {"spiking_attention"}
-BINARY_SOURCES = ("lif", "threshold")
+
+def writes(nir_type: Optional[str], *, stock: bool = True) -> Callable:
+    """Mark an ``_Exporter.op_<name>`` handler: the NIR node type it writes under the IR
+    node's name (None: the op becomes edges only, like the residual ``sum``), and whether a
+    consumer of stock NIR semantics executes it (``stock=False``: left out by ``portable``)."""
+    def mark(fn: Callable) -> Callable:
+        fn.nir_type = nir_type
+        fn.stock = stock
+        return fn
+    return mark
 
 
 @dataclass
@@ -68,11 +83,14 @@ def _where(node: Node) -> str:
 
 def _check_exportable(graph: Graph) -> None:
     graph.validate()
+    if graph.level is not FLOAT:
+        raise IRError(f"a {graph.level.value} graph cannot be exported to NIR: NIR export takes "
+                      "the float IR, not the quantized one")
     for node in graph:
-        if node.op not in FLOAT_EXPORT_OPS:
-            hint = ("run compiler.passes.float_passes first (BN folding, max-pool rewrite)"
-                    if node.op in ("batchnorm", "maxpool2d") else
-                    "NIR export takes the float IR, not the quantized one")
+        if _handler(node.op) is None:
+            removed_by = OPS[node.op].removed_by
+            hint = (f"run compiler.passes.float_passes first ({removed_by} rewrites it away)"
+                    if removed_by else "the NIR export has no mapping for this op")
             raise IRError(f"{_where(node)}: cannot be exported to NIR; {hint}")
         if "/" in node.name or not node.name:
             raise IRError(f"{_where(node)}: NIR (HDF5) node names cannot be empty or contain '/'")
@@ -86,11 +104,13 @@ def _is_integer_valued(graph: Graph, node: Node) -> bool:
     if node.op != "sumpool2d":
         return False
     srcs = [graph[i] for i in node.inputs]
-    return all(s.op in BINARY_SOURCES or (s.op == "input" and s.attrs["encoding"] == "spikes")
-               for s in srcs)
+    return all(OPS[s.op].emits_spikes(s.attrs) for s in srcs)
 
 
 class _Exporter:
+    """One ``op_<name>`` handler per op of the float IR after the passes, each marked with
+    :func:`writes` (the module docstring has the mapping)."""
+
     def __init__(self, graph: Graph, keep: List[str]):
         self.g = graph
         self.keep = keep
@@ -108,7 +128,7 @@ class _Exporter:
     def sources(self, name: str) -> List[str]:
         """The NIR nodes whose summed outputs are the IR node ``name``'s output."""
         node = self.g[name]
-        if node.op == "sum":
+        if nir_type_of(node.op) is None:   # edges only: the sources of its inputs
             return [s for i in node.inputs for s in self.sources(i)]
         if node.op == "input" and self.normalized(node):
             return [name + d.NORMALIZE_SUFFIX]
@@ -139,6 +159,7 @@ class _Exporter:
     def input_shape(self, node: Node) -> Tuple[int, ...]:
         return tuple(self.g[node.inputs[0]].shape)
 
+    @writes("Input")
     def op_input(self, node: Node) -> None:
         import nir
         shape = np.array(node.shape, dtype=np.int64)
@@ -164,6 +185,7 @@ class _Exporter:
                       d.KEY_EXACT: "up to float rounding: (x - mean) / std as x / std - mean / std"}))
         self.connect([node.name], name, where)
 
+    @writes("Conv2d")
     def op_conv2d(self, node: Node) -> None:
         import nir
         where = _where(node)
@@ -177,12 +199,13 @@ class _Exporter:
             bias = np.zeros(w.shape[0], dtype=w.dtype)
         self.add(node.name, nir.Conv2d(
             input_shape=self.input_shape(node)[1:], weight=w,
-            stride=np.array(d.pair(node.attrs["stride"], where, "stride")),
-            padding=np.array(d.pair(node.attrs["padding"], where, "padding")),
+            stride=np.array(pair(node.attrs["stride"], where, "stride")),
+            padding=np.array(pair(node.attrs["padding"], where, "padding")),
             dilation=np.array([1, 1]), groups=int(node.attrs["groups"]), bias=bias,
             metadata=self.meta(node)))
         self.connect_inputs(node, node.name)
 
+    @writes("Affine")
     def op_affine(self, node: Node) -> None:
         import nir
         w = node.params["weight"]
@@ -192,6 +215,7 @@ class _Exporter:
         self.add(node.name, nir.Affine(weight=w, bias=bias, metadata=self.meta(node)))
         self.connect_inputs(node, node.name)
 
+    @writes("LIF")
     def op_lif(self, node: Node) -> None:
         import nir
         shape = tuple(node.shape)
@@ -208,16 +232,18 @@ class _Exporter:
                                         "spikeform.dt": d.DT})))
         self.connect_inputs(node, node.name)
 
+    @writes("SumPool2d")
     def op_sumpool2d(self, node: Node) -> None:
         import nir
         where = _where(node)
         self.add(node.name, nir.SumPool2d(
-            kernel_size=np.array(d.pair(node.attrs["kernel"], where, "kernel")),
-            stride=np.array(d.pair(node.attrs["stride"], where, "stride")),
-            padding=np.array(d.pair(node.attrs["padding"], where, "padding")),
+            kernel_size=np.array(pair(node.attrs["kernel"], where, "kernel")),
+            stride=np.array(pair(node.attrs["stride"], where, "stride")),
+            padding=np.array(pair(node.attrs["padding"], where, "padding")),
             metadata=self.meta(node)))
         self.connect_inputs(node, node.name)
 
+    @writes("Threshold")
     def op_threshold(self, node: Node) -> None:
         import nir
         integer = len(node.inputs) == 1 and _is_integer_valued(self.g, self.g[node.inputs[0]])
@@ -227,10 +253,16 @@ class _Exporter:
             metadata=self.meta(node, **{d.KEY_SPIKE_IF: ">=", d.KEY_EXACT: exact})))
         self.connect_inputs(node, node.name)
 
+    @writes(None)
+    def op_sum(self, node: Node) -> None:
+        """No node: NIR sums the edges into a node, so each input of the sum gets an edge
+        into each of its readers (:meth:`sources`); the sum travels in graph metadata."""
+
+    @writes("NIRGraph", stock=False)
     def op_spiking_attention(self, node: Node) -> None:
         import nir
         shape = np.array(node.shape, dtype=np.int64)
-        roles = dict(zip(("q", "k", "v"), node.inputs))
+        roles = dict(zip(OPS[node.op].ordered_inputs, node.inputs))
         inner = nir.NIRGraph(
             nodes={"input": nir.Input(input_type={"input": shape}),
                    "output": nir.Output(output_type={"output": shape})},
@@ -245,6 +277,7 @@ class _Exporter:
         self.add(node.name, inner)
         self.connect_inputs(node, node.name)
 
+    @writes("Flatten")
     def op_token_time_mean(self, node: Node) -> None:
         import nir
         src = self.input_shape(node)
@@ -262,6 +295,7 @@ class _Exporter:
                                         "head after it is linear: average the Output instead)"})))
         self.connect([pool], node.name, _where(node))
 
+    @writes("Output")
     def op_output(self, node: Node, name: Optional[str] = None) -> None:
         import nir
         name = name or node.name
@@ -273,12 +307,31 @@ class _Exporter:
     def build(self, frontier: List[str]) -> None:
         for name in self.keep:
             node = self.g[name]
-            if node.op != "sum":
-                getattr(self, f"op_{node.op}")(node)
+            getattr(self, f"op_{node.op}")(node)
         for name in frontier:  # fragment outputs: what left-out nodes would have read
             node = self.g[name]
             out = Node(name, "output", [name], node.shape)
             self.op_output(out, name + d.PORTABLE_OUTPUT_SUFFIX)
+
+
+def _handler(op: str) -> Optional[Callable]:
+    """The exporter's handler for ``op`` (None: the op is not exported)."""
+    return getattr(_Exporter, f"op_{op}", None) if op in handled_ops(_Exporter) else None
+
+
+def nir_type_of(op: str) -> Optional[str]:
+    """The NIR node type the export writes for an IR ``op`` under the IR node's name (None:
+    no node, only edges). KeyError for an op the export does not handle."""
+    fn = _handler(op)
+    if fn is None:
+        raise KeyError(op)
+    return fn.nir_type
+
+
+def is_stock(op: str) -> bool:
+    """Whether a consumer of stock NIR semantics executes what the exported ``op`` means."""
+    fn = _handler(op)
+    return bool(fn is not None and fn.stock)
 
 
 def _downstream(graph: Graph, roots: Set[str]) -> Set[str]:
@@ -304,16 +357,21 @@ def graph_to_nir(graph: Graph, *, portable: bool = False):
     """(nir.NIRGraph, ExportInfo) for a float graph after ``float_passes``."""
     import nir
     _check_exportable(graph)
-    blockers = [n for n in graph if n.op not in STOCK_OPS] if portable else []
+    blockers = [n for n in graph if not is_stock(n.op)] if portable else []
     left_out = _downstream(graph, {n.name for n in blockers})
     keep = [n.name for n in graph if n.name not in left_out]
     frontier = [n for n in keep if any(c.name in left_out for c in graph.consumers(n))]
     where_blocked = [f"{n.name} ({n.op})" for n in blockers]
-    if blockers and not any(graph[n].op not in ("input", "sum") for n in keep):
-        raise IRError(f"--nir-portable: nothing stock consumers can execute precedes the "
-                      f"node(s) without a stock NIR equivalent: {', '.join(where_blocked)}")
+    computes = [n for n in keep if not OPS[graph[n].op].is_source
+                and nir_type_of(graph[n].op) is not None]
+    if blockers and not computes:
+        raise OptionError(f"a portable export would be empty: nothing stock consumers can "
+                          f"execute precedes the node(s) without a stock NIR equivalent: "
+                          f"{', '.join(where_blocked)}; export without portable",
+                          option="portable")
     ex = _Exporter(graph, keep)
     ex.build(frontier)
+    # the residual sums: no NIR node (edges only); the dialect records them by name
     sums = {n: {"inputs": list(graph[n].inputs), "shape": list(graph[n].shape)}
             for n in keep if graph[n].op == "sum"}
     metadata = {d.KEY_FORMAT: d.FORMAT, d.KEY_VERSION: d.VERSION,

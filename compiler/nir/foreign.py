@@ -19,6 +19,13 @@ Mapping (docs/nir.md; the IR keeps the map layout (C, H, W)):
                                -> output: the prediction is the argmax of spike counts
 Anything else (IF, LI, Delay, Scale, AvgPool2d, nested graphs, recurrent edges, ...) raises
 an IRError naming the node and what is missing.
+
+One ``node_<NIR type>`` handler per supported NIR node type (the list in the "not supported"
+error is read from them). The handlers emit IR nodes; whether a value is binary spikes is the
+op's registry fact (``compiler.ops.OPS[op].emits_spikes``), and ``Graph.validate`` checks the
+finished graph against the registry (ops, params, attributes and their types).
+Wrong or missing options (``time_steps``, ``nir_convention``, ``nir_dt``) are
+:class:`~compiler.ir.OptionError` naming the parameter.
 """
 from __future__ import annotations
 
@@ -29,7 +36,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..ir import Graph, IRError, Node
+from ..ir import Graph, IRError, Node, OptionError
+from ..layout import pair
+from ..ops import FLOAT, OPS
 from .conventions import Convention, get_convention, uniform
 
 # Data sets whose samples are event frames (spikformer_neuro.data: DatasetInfo.event).
@@ -43,7 +52,7 @@ class _Value:
 
     ir_name: str
     shape: Tuple[int, ...]
-    binary: bool = False                   # spikes (a LIF or threshold output)
+    binary: bool = False                   # spikes (the op's registry says it emits them)
     integer: bool = False                  # integer-valued (window sums of spikes)
     flat_of: Optional[Tuple[int, ...]] = None
 
@@ -59,13 +68,12 @@ def _array(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def _pair(value, where: str, field: str) -> Tuple[int, int]:
+def _nir_pair(value, where: str, field: str) -> Tuple[int, int]:
+    """A NIR int-or-pair field (an array of 1 or 2 integral numbers) as ``(h, w)``."""
     arr = _array(value).ravel()
-    if arr.size == 1:
-        return int(arr[0]), int(arr[0])
-    if arr.size != 2 or not np.all(arr == np.round(arr)):
+    if arr.size not in (1, 2) or not np.all(arr == np.round(arr)):
         raise IRError(f"{where}: '{field}' must be an integer or a pair, got {value!r}")
-    return int(arr[0]), int(arr[1])
+    return pair([int(v) for v in arr] if arr.size == 2 else int(arr[0]), where, field)
 
 
 class _Importer:
@@ -76,7 +84,7 @@ class _Importer:
         self.dt = dt
         self.source = source
         self.g = Graph(meta={"model": f"nir:{Path(source).name}", "time_steps": int(time_steps),
-                             "stage": "float", "nir_convention": conv.name,
+                             "stage": FLOAT.value, "nir_convention": conv.name,
                              "nir_assumption": conv.assumption,
                              **({"dataset": dataset} if dataset else {}),
                              **({"nir_dt": dt} if dt is not None else {})})
@@ -157,15 +165,17 @@ class _Importer:
             handler = getattr(self, f"node_{kind}", None)
             if handler is None:
                 raise IRError(f"{self.where(name)}: node type {kind} is not supported; "
-                              "supported: Input, Output, Affine, Linear, Conv2d, Flatten, LIF, "
-                              "CubaLIF (instant synapse), SumPool2d, Threshold (after SumPool2d)")
+                              f"supported: {', '.join(supported_node_types())} (docs/nir.md "
+                              "has the conditions)")
             self.values[name] = handler(name, node, srcs)
         return self.g.validate()
 
-    def add(self, name: str, op: str, inputs: List[_Value], shape, params=None, **attrs) -> str:
-        self.g.add(Node(name, op, [v.ir_name for v in inputs], tuple(int(s) for s in shape),
-                        params or {}, attrs))
-        return name
+    def add(self, name: str, op: str, inputs: List[_Value], shape, params=None,
+            **attrs) -> _Value:
+        """Add an IR node; its value is binary when the op emits spikes (the registry)."""
+        node = self.g.add(Node(name, op, [v.ir_name for v in inputs],
+                               tuple(int(s) for s in shape), params or {}, attrs))
+        return _Value(name, node.shape, binary=OPS[op].emits_spikes(attrs))
 
     def single_map(self, name: str, srcs: List[_Value], what: str) -> _Value:
         if len(srcs) != 1:
@@ -191,8 +201,7 @@ class _Importer:
         if len(shape) != 3:
             raise IRError(f"{self.where(name)}: input shape {shape} is neither (C, H, W) nor a "
                           "vector (K,)")
-        self.add(name, "input", [], shape, encoding=self.encoding)
-        return _Value(name, shape, binary=self.encoding == "spikes")
+        return self.add(name, "input", [], shape, encoding=self.encoding)
 
     def _dense(self, name, node, srcs, bias) -> _Value:
         src = self.single_map(name, srcs, "an Affine/Linear layer")
@@ -212,9 +221,8 @@ class _Importer:
                 raise IRError(f"{self.where(name)}: bias has {b.size} values for "
                               f"{w.shape[0]} outputs")
             params["bias"] = b
-        self.add(name, "conv2d", [src], (w.shape[0], 1, 1), params,
-                 stride=[1, 1], padding=[0, 0], groups=1)
-        return _Value(name, (w.shape[0], 1, 1))
+        return self.add(name, "conv2d", [src], (w.shape[0], 1, 1), params,
+                        stride=[1, 1], padding=[0, 0], groups=1)
 
     def node_Affine(self, name, node, srcs) -> _Value:
         return self._dense(name, node, srcs, node.bias)
@@ -244,10 +252,10 @@ class _Importer:
         if w.ndim != 4 or w.shape[1] * groups != shape[0]:
             raise IRError(f"{where}: weight {list(w.shape)} with groups={groups} does not take "
                           f"{shape[0]} input channels")
-        if _pair(node.dilation, where, "dilation") != (1, 1):
+        if _nir_pair(node.dilation, where, "dilation") != (1, 1):
             raise IRError(f"{where}: dilation {node.dilation} is not supported (Loihi convs "
                           "and the IR have no dilation); dilation must be 1")
-        stride = _pair(node.stride, where, "stride")
+        stride = _nir_pair(node.stride, where, "stride")
         kh, kw = w.shape[2:]
         if isinstance(node.padding, str):
             if node.padding == "valid":
@@ -258,7 +266,7 @@ class _Importer:
                 raise IRError(f"{where}: padding {node.padding!r} with kernel {(kh, kw)} and "
                               f"stride {stride} is not supported (needs symmetric padding)")
         else:
-            padding = _pair(node.padding, where, "padding")
+            padding = _nir_pair(node.padding, where, "padding")
         oh = (shape[1] + 2 * padding[0] - kh) // stride[0] + 1
         ow = (shape[2] + 2 * padding[1] - kw) // stride[1] + 1
         if oh < 1 or ow < 1:
@@ -270,9 +278,8 @@ class _Importer:
                 params["bias"] = b
             elif b.size != 1 or b[0] != 0:   # NIR's default bias is a scalar 0
                 raise IRError(f"{where}: bias has {b.size} values for {w.shape[0]} channels")
-        self.add(name, "conv2d", srcs, (w.shape[0], oh, ow), params,
-                 stride=list(stride), padding=list(padding), groups=groups)
-        return _Value(name, (w.shape[0], oh, ow))
+        return self.add(name, "conv2d", srcs, (w.shape[0], oh, ow), params,
+                        stride=list(stride), padding=list(padding), groups=groups)
 
     def _lif(self, name, node, srcs, tau, r, extra_gain: float = 1.0, kind="LIF") -> _Value:
         shape = self.maps(name, srcs)
@@ -295,12 +302,12 @@ class _Importer:
         except IRError as e:   # the convention names the node; add the file
             raise IRError(f"{self.source}: {e}") from None
         if not step.tau >= 1.0:
-            raise IRError(f"{where}: tau/dt = {step.tau:.6g} time steps; forward Euler needs "
-                          "at least one step (is --nir-dt right?)")
+            raise OptionError(f"{where}: tau/dt = {step.tau:.6g} time steps; forward Euler "
+                              "needs at least one step (is the time step nir_dt right?)",
+                              option="nir_dt")
         if not theta > 0:
             raise IRError(f"{where}: v_threshold {theta:.6g} must be > 0")
-        self.add(name, "lif", srcs, shape, **step.attrs(theta))
-        return _Value(name, shape, binary=True)
+        return self.add(name, "lif", srcs, shape, **step.attrs(theta))
 
     def node_LIF(self, name, node, srcs) -> _Value:
         return self._lif(name, node, srcs, node.tau, node.r)
@@ -322,16 +329,17 @@ class _Importer:
     def node_SumPool2d(self, name, node, srcs) -> _Value:
         shape = self.maps(name, srcs)
         where = self.where(name)
-        k, s, p = (_pair(getattr(node, f), where, f) for f in ("kernel_size", "stride", "padding"))
+        k, s, p = (_nir_pair(getattr(node, f), where, f)
+                   for f in ("kernel_size", "stride", "padding"))
         if k[0] != k[1] or s[0] != s[1] or p[0] != p[1]:
             raise IRError(f"{where}: only square pools are supported (kernel {k}, stride {s}, "
                           f"padding {p})")
         oh = (shape[1] + 2 * p[0] - k[0]) // s[0] + 1
         ow = (shape[2] + 2 * p[1] - k[1]) // s[1] + 1
-        self.add(name, "sumpool2d", srcs, (shape[0], oh, ow), kernel=k[0], stride=s[0],
-                 padding=p[0])
-        return _Value(name, (shape[0], oh, ow),
-                      integer=all(v.binary or v.integer for v in srcs))
+        value = self.add(name, "sumpool2d", srcs, (shape[0], oh, ow), kernel=k[0], stride=s[0],
+                         padding=p[0])
+        value.integer = all(v.binary or v.integer for v in srcs)
+        return value
 
     def node_Threshold(self, name, node, srcs) -> _Value:
         src = self.single_map(name, srcs, "Threshold")
@@ -341,8 +349,8 @@ class _Importer:
             raise IRError(f"{self.where(name)}: only a uniform Threshold after a SumPool2d of "
                           "spikes is supported (the max-pool pattern)")
         # NIR fires on x > theta; window sums are integers: x > theta <=> x >= floor(theta)+1
-        self.add(name, "threshold", [src], src.shape, threshold=float(math.floor(theta) + 1))
-        return _Value(name, src.shape, binary=True)
+        return self.add(name, "threshold", [src], src.shape,
+                        threshold=float(math.floor(theta) + 1))
 
     def node_Output(self, name, node, srcs) -> _Value:
         src = self.single_map(name, srcs, "Output")
@@ -352,11 +360,16 @@ class _Importer:
                           f"of shape {src.flat_of or src.shape}")
         k = src.shape[0]
         readout = self.add(self.fresh("readout"), "token_time_mean", [src], (k,))
-        head = self.add(self.fresh("head"), "affine", [_Value(readout, (k,))], (k,),
-                        {"weight": np.eye(k)})
-        self.add(name, "output", [_Value(head, (k,))], (k,))
+        head = self.add(self.fresh("head"), "affine", [readout], (k,), {"weight": np.eye(k)})
+        out = self.add(name, "output", [head], (k,))
         self.g.meta["num_classes"] = k
-        return _Value(name, (k,))
+        return out
+
+
+def supported_node_types() -> List[str]:
+    """The NIR node types the importer reads: its ``node_<type>`` handlers, in their order."""
+    return [k[len("node_"):] for k, v in vars(_Importer).items()
+            if k.startswith("node_") and callable(v)]
 
 
 def foreign_nir_to_ir(graph, *, convention: str, time_steps: int, dataset: Optional[str] = None,
@@ -370,6 +383,7 @@ def foreign_nir_to_ir(graph, *, convention: str, time_steps: int, dataset: Optio
     """
     if isinstance(time_steps, bool) or not isinstance(time_steps, (int, np.integer)) \
             or time_steps < 1:
-        raise IRError(f"{source}: time_steps must be a positive integer, got {time_steps!r}")
+        raise OptionError(f"{source}: time_steps must be a positive integer, got "
+                          f"{time_steps!r}", option="time_steps")
     conv = get_convention(convention)
     return _Importer(graph, conv, conv.dt(dt), int(time_steps), dataset, source).run()

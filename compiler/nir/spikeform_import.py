@@ -10,18 +10,15 @@ tool), naming the file and node.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, List
 
 import numpy as np
 
 from ..ir import Graph, IRError, Node
+from ..ops import OPS
 from . import dialect as d
-from .export import graph_to_nir
-
-NIR_TYPE_OF_OP = {"input": "Input", "conv2d": "Conv2d", "affine": "Affine", "lif": "LIF",
-                  "sumpool2d": "SumPool2d", "threshold": "Threshold",
-                  "spiking_attention": "NIRGraph", "token_time_mean": "Flatten",
-                  "output": "Output"}
+from .export import graph_to_nir, nir_type_of
 
 
 def _md(node, key: str, where: str) -> Any:
@@ -33,12 +30,18 @@ def _md(node, key: str, where: str) -> Any:
     return value.decode("utf8") if isinstance(value, bytes) else value
 
 
-def _params(nir_node, op: str, names: List[str], where: str) -> Dict[str, np.ndarray]:
-    fields = {"conv2d": ("weight", "bias"), "affine": ("weight", "bias")}.get(op, ())
-    unknown = sorted(set(names) - set(fields))
-    if unknown:
-        raise IRError(f"{where}: params {unknown} cannot be carried by a NIR {op} node")
-    return {k: np.array(getattr(nir_node, k)) for k in names}
+def _params(nir_node, names: List[str], where: str) -> Dict[str, np.ndarray]:
+    """The IR params ``names`` from the NIR node's stock fields of the same name (which params
+    an op takes is Graph.validate's business, against the registry)."""
+    fields = ({f.name for f in dataclasses.fields(nir_node)} - {"metadata"}
+              if dataclasses.is_dataclass(nir_node) else set())
+    out = {}
+    for k in names:
+        if not isinstance(k, str) or k not in fields or getattr(nir_node, k) is None:
+            raise IRError(f"{where}: param {k!r} cannot be carried by a NIR "
+                          f"{type(nir_node).__name__} node")
+        out[k] = np.array(getattr(nir_node, k))
+    return out
 
 
 def _restore_node(name: str, nir_node, sums: Dict[str, dict], where_file: str) -> Node:
@@ -49,9 +52,13 @@ def _restore_node(name: str, nir_node, sums: Dict[str, dict], where_file: str) -
     if nir_node is None:
         raise IRError(f"{where} is listed in the graph's node order but missing from the file")
     op = _md(nir_node, d.KEY_OP, where)
-    want = NIR_TYPE_OF_OP.get(op)
-    if want is None:
-        raise IRError(f"{where}: unknown IR op {op!r} in its metadata")
+    try:
+        want = nir_type_of(op)
+    except KeyError:
+        want = None
+    if want is None:   # not an op at all, or one the export writes no NIR node for
+        what = "not written as a NIR node by the export" if op in OPS else "unknown"
+        raise IRError(f"{where}: IR op {op!r} in its metadata is {what}")
     if type(nir_node).__name__ != want:
         raise IRError(f"{where}: an IR {op} must be a NIR {want}, found "
                       f"{type(nir_node).__name__}")
@@ -63,7 +70,7 @@ def _restore_node(name: str, nir_node, sums: Dict[str, dict], where_file: str) -
             and isinstance(names, list)):
         raise IRError(f"{where}: malformed spikeform metadata")
     return Node(name, op, [str(i) for i in inputs], tuple(int(s) for s in shape),
-                _params(nir_node, op, names, where), attrs)
+                _params(nir_node, names, where), attrs)
 
 
 def _same(a, b) -> bool:
@@ -128,7 +135,7 @@ def spikeform_nir_to_ir(nir_graph, *, source: str) -> Graph:
     fragment = md.get(d.KEY_FRAGMENT, "false")
     if (fragment.decode() if isinstance(fragment, bytes) else fragment) == "true":
         cut = d.loads(md.get(d.KEY_CUT, "{}"), f"{source} cut")
-        raise IRError(f"{source}: a --nir-portable export holds only part of the network (it "
+        raise IRError(f"{source}: a portable export holds only part of the network (it "
                       f"stops before {', '.join(cut.get('blockers', [])) or 'some nodes'}); "
                       "compile the full export or the checkpoint instead")
     meta = d.loads(md.get(d.KEY_META), f"{source}: graph metadata '{d.KEY_META}'")

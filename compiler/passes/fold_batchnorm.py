@@ -27,8 +27,12 @@ from typing import Dict
 import numpy as np
 
 from ..ir import Graph, IRError, Node
+from ..ops import FLOAT, OPS
 
-FOLDABLE_PRODUCERS = ("conv2d", "affine")
+#: the float ops a batchnorm folds into: a weight (output channel first) and an optional bias
+#: (conv2d, affine), read from the registry
+FOLDABLE_PRODUCERS = tuple(op for op, s in OPS.items() if FLOAT in s.levels
+                           and "weight" in s.params and "bias" in s.optional_params)
 
 
 def _folded(prod: Node, bn: Node) -> Node:

@@ -45,7 +45,11 @@ from loihi_numerics.grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH_MAX,
                                          WEIGHT_MANT_MAX, GridError, LayerGrid, bias_exponent,
                                          layer_grid, lif_decay, scale_for_vth, state_limit)
 
+from ..encoding import normalisation
+from ..interpreter import Interpreter
 from ..ir import Graph, IRError, Node, lif_attrs
+from ..layout import pair
+from ..ops import attr
 
 INPUT_BITS = 8                 # analog input: unsigned (or signed) 8-bit graded values
 
@@ -65,34 +69,9 @@ def _fail(node: Node, msg: str) -> IRError:
 
 
 # -- value ranges ----------------------------------------------------------------------------
-def node_bound(graph: Graph, node: Node, bounds: Dict[str, float]) -> float:
-    """Largest |value| ``node`` can output per time step, given its inputs' bounds (provable)."""
-    ins = sum(bounds[i] for i in node.inputs)
-    if node.op == "input":
-        return float(node.attrs.get("max_abs", 1))
-    if node.op in ("loihi_lif", "lif", "threshold"):
-        return 1.0
-    if node.op in ("sum", "output"):
-        return float(ins)
-    if node.op == "sumpool2d":
-        k = node.attrs["kernel"]
-        return float(ins) * (k * k if isinstance(k, int) else k[0] * k[1])
-    if node.op == "spiking_attention":
-        d = node.shape[0] // node.attrs["num_heads"]
-        return float(_tokens(node) * d * node.attrs.get("gain", 1))
-    if node.op == "conv2d":
-        w = np.abs(node.params["weight"]).reshape(node.params["weight"].shape[0], -1)
-        return float(w.sum(axis=1).max()) * ins
-    if node.op == "token_time_sum":
-        return float(ins) * graph.meta["time_steps"] * _tokens(graph[node.inputs[0]])
-    if node.op == "affine":
-        w, b = np.abs(node.params["weight"]), np.abs(node.params.get("bias", np.zeros(1)))
-        return float((w.sum(axis=1) * ins + b).max())
-    raise _fail(node, "no value-range rule for this op")
-
-
 # Graded values travel between Lava processes as int32 messages, and a port sums its fan-in
-# in int32 (the reference adds in int64): a value that could reach 2^31 would wrap in Lava only.
+# in int32: a value that could reach 2^31 would wrap. The pass refuses such graphs, so that
+# the reference executor's int32 fan-in sums are the plain integer sums.
 PORT_LIMIT = 2 ** 31
 GRADED_PORT_OPS = ("sum", "sumpool2d", "spiking_attention", "token_time_sum")
 
@@ -106,16 +85,67 @@ def check_port_range(node: Node, bound: float) -> float:
     return bound
 
 
-def value_bounds(graph: Graph) -> Dict[str, float]:
-    """``node_bound`` of every node of a quantized graph."""
-    bounds: Dict[str, float] = {}
-    for node in graph:
-        bounds[node.name] = node_bound(graph, node, bounds)
-    return bounds
-
-
-def _tokens(node: Node) -> int:
+def token_count(node: Node) -> int:
+    """Tokens of a ``(D, H, W)`` token grid (H * W); 1 for other shapes."""
     return int(np.prod(node.shape[1:])) if len(node.shape) == 3 else 1
+
+
+class ValueRange(Interpreter):
+    """The provable largest |value| each node of a quantized graph outputs per time step
+    (the readout: in total), from its inputs' bounds: one ``op_<name>`` handler per
+    QUANTIZED-level op; several inputs add their bounds (:meth:`fan_in`, the default sum).
+
+    The quantize pass runs it incrementally (:meth:`call` on each node it emits, the result
+    stored in ``values``); :func:`value_bounds` runs it over a whole graph."""
+
+    name = "value-range analysis"
+
+    def unsupported(self, node: Node) -> IRError:
+        return _fail(node, "no value-range rule for this op (quantized graphs only)")
+
+    def op_input(self, node: Node, _source=None) -> float:
+        return float(attr(node, "max_abs"))
+
+    def op_conv2d(self, node: Node, x: float) -> float:
+        w = np.abs(node.params["weight"]).reshape(node.params["weight"].shape[0], -1)
+        return float(w.sum(axis=1).max()) * x
+
+    def op_loihi_lif(self, node: Node, x: float) -> float:
+        return 1.0
+
+    def op_sumpool2d(self, node: Node, x: float) -> float:
+        kh, kw = pair(attr(node, "kernel"), f"layer '{node.name}' ({node.op})", "kernel")
+        return float(x) * (kh * kw)
+
+    def op_threshold(self, node: Node, x: float) -> float:
+        return 1.0
+
+    def op_spiking_attention(self, node: Node, q: float, k: float, v: float) -> float:
+        # binary q, k, v (the pass checks they are LIF spikes): per head at most N * d
+        # coincidences, times the gain
+        d = node.shape[0] // attr(node, "num_heads")
+        gain = attr(node, "gain")
+        if gain is None:
+            raise _fail(node, "missing attribute 'gain' (the quantize pass sets it)")
+        return float(token_count(node) * d * int(gain))
+
+    def op_sum(self, node: Node, x: float) -> float:
+        return float(x)
+
+    def op_token_time_sum(self, node: Node, x: float) -> float:
+        return float(x) * self.graph.time_steps * token_count(self.graph[node.inputs[0]])
+
+    def op_affine(self, node: Node, x: float) -> float:
+        w, b = np.abs(node.params["weight"]), np.abs(node.params.get("bias", np.zeros(1)))
+        return float((w.sum(axis=1) * x + b).max())
+
+    def op_output(self, node: Node, x: float) -> float:
+        return float(x)
+
+
+def value_bounds(graph: Graph) -> Dict[str, float]:
+    """The :class:`ValueRange` bound of every node of a quantized graph."""
+    return ValueRange(graph).run(record=True)
 
 
 # -- per-layer parameter mapping ---------------------------------------------------------------
@@ -218,8 +248,9 @@ def _rel_err(ref: np.ndarray, approx: np.ndarray) -> float:
 
 def _quantize_attention_lif(attn: Node, lif: Node, time_steps: int):
     """Gain g and LIF parameters for the attention LIF fed by g * (Q.K^T.V) counts."""
-    scale_s, v_th, tau = float(attn.attrs["scale"]), float(lif.attrs["v_threshold"]), float(lif.attrs["tau"])
-    d = attn.shape[0] // attn.attrs["num_heads"]
+    scale_s, v_th = float(attr(attn, "scale")), float(attr(lif, "v_threshold"))
+    tau = float(attr(lif, "tau"))
+    d = attn.shape[0] // attr(attn, "num_heads")
     count_max = attn.shape[1] * attn.shape[2] * d
     # a_in = g * c: 2 * (64 g c_max) < 2^23 (no bias) bounds g.
     g_max = max(1, (STATE_LIMIT - 1) // (64 * count_max))
@@ -253,31 +284,33 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
     leftovers = graph.by_op("batchnorm", "maxpool2d")
     if leftovers:
         raise _fail(leftovers[0], "run float_passes (BN folding, max-pool rewrite) before quantize")
-    time_steps = int(graph.meta["time_steps"])
+    time_steps = graph.time_steps
     out = Graph(meta={**graph.meta, "stage": "quantized",
                       "quantization": {"overflow": options.overflow, "margin": options.margin,
                                        "input_bits": INPUT_BITS, "weight_mantissa_max": WEIGHT_MANT_MAX}})
     layers: Dict[str, dict] = {}
-    bounds: Dict[str, float] = {}
+    ranges = ValueRange(out)  # run incrementally: each emitted node's bound from its inputs'
+    bounds = ranges.values
     pending_lif: Dict[str, dict] = {}  # LIF name -> integer parameters chosen with its conv
     hints: Dict[str, int] = dict(graph.meta.get("loihi_hints", {}).get("vth", {}))
     unknown = sorted(set(hints) - {n.name for n in graph.by_op("lif")})
     if unknown:  # hints of another model: using the rest would mix two grids
         raise IRError(f"the quantization hints name LIF layer(s) {unknown} that this graph does "
-                      "not have: they belong to another model; re-run QAT (spikeform-train "
-                      "--qat) on this model or save the checkpoint without hints")
+                      "not have: they belong to another model; re-run quantization-aware "
+                      "training on this model or save the checkpoint without hints")
 
     def emit(node: Node) -> None:
         out.add(node)
-        bounds[node.name] = check_port_range(node, node_bound(out, node, bounds))
+        bounds[node.name] = check_port_range(node, ranges.call(node))
 
     for node in graph:
         if node.op == "input":
             attrs = dict(node.attrs)
-            if attrs["encoding"] == "analog":
-                mean = np.asarray(attrs.get("mean", [0.0]), dtype=np.float64)
-                std = np.asarray(attrs.get("std", [1.0]), dtype=np.float64)
-                lo, hi = (0.0 - mean) / std, (1.0 - mean) / std  # inputs are images in [0, 1]
+            if attr(node, "encoding") == "analog":
+                lo, hi = np.zeros(1), np.ones(1)  # inputs are images in [0, 1]
+                stats = normalisation(node)
+                if stats is not None:
+                    lo, hi = (lo - stats[0]) / stats[1], (hi - stats[0]) / stats[1]
                 span = float(max(np.abs(lo).max(), np.abs(hi).max()))
                 signed = bool((lo < 0).any())
                 full = (1 << (INPUT_BITS - 1)) - 1 if signed else (1 << INPUT_BITS) - 1
@@ -301,9 +334,10 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
                 raise _fail(node, "every conv2d must feed exactly one LIF (its membrane); "
                                   f"found consumers {[c.name for c in consumers]}")
             lif = consumers[0]
-            x_max = sum(bounds[i] for i in node.inputs)
+            x_max = ranges.fan_in(node, [bounds[i] for i in node.inputs])
             src = out[node.inputs[0]]
-            levels = float(src.attrs.get("input_scale", 1.0)) if src.op == "input" else 1.0
+            scale = attr(src, "input_scale") if src.op == "input" else None
+            levels = 1.0 if scale is None else float(scale)
             if levels != 1.0 and len(node.inputs) != 1:
                 raise _fail(node, "a graded image input must be the conv's only input")
             observed = None if calibration is None else calibration.get(node.name)
@@ -323,7 +357,7 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
             else:
                 raise _fail(node, "a LIF must be fed by one conv2d or one spiking_attention")
             emit(Node(node.name, "loihi_lif", node.inputs, node.shape, params,
-                      {"tau": node.attrs["tau"], "v_threshold": node.attrs["v_threshold"],
+                      {"tau": attr(node, "tau"), "v_threshold": attr(node, "v_threshold"),
                        "scale": layers[node.name]["scale"],
                        **{k: node.attrs[k] for k in ("r", "spike_if") if k in node.attrs}}))
         elif node.op == "spiking_attention":
@@ -339,7 +373,7 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
             emit(Node(node.name, "spiking_attention", node.inputs, node.shape, {},
                       {**node.attrs, "gain": g}))
             emit(Node(lifs[0].name, "loihi_lif", [node.name], lifs[0].shape, params,
-                      {"tau": lifs[0].attrs["tau"], "v_threshold": lifs[0].attrs["v_threshold"],
+                      {"tau": attr(lifs[0], "tau"), "v_threshold": attr(lifs[0], "v_threshold"),
                        "scale": info["scale"], "exact": info["exact"]}))
             layers[lifs[0].name] = {"input": node.name, "gain": g, **info}
         elif node.op in ("sumpool2d", "threshold", "sum", "output"):
@@ -353,7 +387,7 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
             if src.op != "token_time_mean":
                 raise _fail(node, "only the classification head (affine after the token/time "
                                   "mean) is supported")
-            emit(_quantize_head(node, time_steps * _tokens(graph[src.inputs[0]])))
+            emit(_quantize_head(node, time_steps * token_count(graph[src.inputs[0]])))
         else:
             raise _fail(node, "op not supported by the Loihi quantizer")
     out.meta["quantization"]["layers"] = layers
@@ -364,7 +398,7 @@ def _is_graded(graph: Graph, inputs) -> bool:
     """True unless every input is a binary spike source (LIF / threshold / event input)."""
     def binary(node: Node) -> bool:
         return node.op in ("loihi_lif", "threshold") or (
-            node.op == "input" and node.attrs["encoding"] == "spikes")
+            node.op == "input" and attr(node, "encoding") == "spikes")
     return not all(binary(graph[i]) for i in inputs) or len(inputs) > 1
 
 

@@ -15,6 +15,8 @@ import numpy as np
 
 from loihi_numerics import fixed_point as fx
 from ..ir import Graph
+from ..layout import map_to_tokens, split_heads
+from ..ops import attr
 
 ACTIVITY_OPS = ("input", "loihi_lif", "threshold", "sum")   # nodes whose outputs are spikes/counts
 STATE_MAX = fx.V_MAX                                          # 2^23 - 1
@@ -48,11 +50,11 @@ class ActivityMeter:
         self.graph = quantized
         # a graded image's integer levels are no firing rate: record the input only for events
         self.record_names = [n.name for n in quantized.by_op(*ACTIVITY_OPS) if not (
-            n.op == "input" and n.attrs.get("encoding") != "spikes")]
+            n.op == "input" and attr(n, "encoding") != "spikes")]
         self.membrane_names = [n.name for n in quantized.by_op("loihi_lif")]
         # the float graph's analog input is normalised floats, not comparable; events are
         self.float_names = ([n for n in self.record_names if n in float_graph.nodes and not (
-            float_graph[n].op == "input" and float_graph[n].attrs["encoding"] != "spikes")]
+            float_graph[n].op == "input" and attr(float_graph[n], "encoding") != "spikes")]
             if float_graph else [])
         self.stats: Dict[str, _NodeStats] = {n: _NodeStats() for n in self.record_names}
         self.samples = 0
@@ -121,10 +123,7 @@ def attention_maps(q: np.ndarray, k: np.ndarray, num_heads: int) -> np.ndarray:
     """Q.K^T per head of one sample: q, k ``[T, D, H, W]`` binary -> ``[T, heads, N, N]``
     integer counts (tokens N = H*W row-major): how many of a head's channels two tokens
     share at each step (the paper's Figure 3)."""
-    t, d, h, w = q.shape
-    dh = d // num_heads
-
     def heads(a):  # [T, D, H, W] -> [T, heads, N, dh]
-        return a.reshape(t, num_heads, dh, h * w).transpose(0, 1, 3, 2).astype(np.int64)
+        return split_heads(map_to_tokens(np.asarray(a)), num_heads).astype(np.int64)
 
-    return heads(q) @ heads(k).transpose(0, 1, 3, 2)
+    return heads(q) @ heads(k).swapaxes(-1, -2)

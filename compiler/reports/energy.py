@@ -11,7 +11,9 @@ binary maps; for the graded residual stream (values 0, 1, 2, ...) a value n coun
 spikes. An event-input network's first conv reads spikes, so it is counted as SOPs.
 
 ``EnergyMeter`` is what a caller needs: the node names to record, an ``add`` per batch of
-executor outputs (reference or float), and ``summary()``.
+executor outputs (reference or float), and ``summary()``. It takes float and quantized graphs
+alike: the synaptic layers come from ``flops.SynapticCounter``, whose handler table covers
+every op of both levels.
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ def layer_energies(layers: List[SynapticLayer], rates: Mapping[str, float],
 def energy_summary(graph: Graph, rates: Mapping[str, float]) -> dict:
     """``{"energy_mJ", "sops", "flops_first_conv", ...}`` per inference from measured rates."""
     layers = synaptic_layers(graph)
-    time_steps = int(graph.meta["time_steps"])
+    time_steps = graph.time_steps
     per_layer = layer_energies(layers, rates, time_steps)
     first = first_conv(layers)
     analog = [e for e in per_layer if e.input_rate is None]

@@ -15,7 +15,12 @@ The attention is counted in the paper's order, (Q.K^T).V; each product has one b
 operand that plays the part of the spikes (the other acts as the weights), so its activity
 is the rate that turns MACs into synaptic operations. Pooling has no weights and is not a
 synaptic layer in the paper's count (on Loihi the sum pool is a Conv; compiler/resources.py
-counts its synapses). Works on float-level and quantized graphs alike (same node names).
+counts its synapses).
+
+Levels: every op of float graphs (before and after the float passes: the paper tables count
+the frontend's graph) and of quantized graphs (same node names). :class:`SynapticCounter` has
+one ``op_<name>`` handler per op of both levels (tests/test_resources.py asserts that none is
+missing); ops without synapses return no layer.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from typing import List, Tuple
 import numpy as np
 
 from ..ir import Graph, IRError, Node
+from ..ops import OPS
 
 
 @dataclass(frozen=True)
@@ -36,47 +42,70 @@ class SynapticLayer:
     analog: bool = False       # True: reads the analog/graded image (counted as MACs, not SOPs)
 
 
-def _is_analog_input(node: Node) -> bool:
-    return node.op == "input" and node.attrs.get("encoding") in ("analog", "graded")
+def _reads_analog_input(node: Node) -> bool:
+    """A source whose values are not spikes: the analog (float) or graded (quantized) image."""
+    spec = OPS[node.op]
+    return spec.is_source and not spec.emits_spikes(node.attrs)
 
 
-def _conv_layer(graph: Graph, node: Node) -> SynapticLayer:
-    w = node.params["weight"]
-    if w.ndim != 4:
-        raise IRError(f"node '{node.name}' (conv2d): weight must be 4-D [out, in/groups, kh, kw], "
-                      f"got shape {list(w.shape)}")
-    fan_in = int(np.prod(w.shape[1:]))  # (C_in / groups) * kh * kw
-    macs = int(np.prod(node.shape)) * fan_in
-    kind = "linear" if w.shape[2:] == (1, 1) else "conv"
-    analog = any(_is_analog_input(graph[i]) for i in node.inputs)
-    return SynapticLayer(node.name, kind, macs, tuple(node.inputs), analog)
+class SynapticCounter:
+    """``op_<name>(node)`` -> the synaptic layers of one node (a list: the attention is two
+    products), one handler per op of the float and quantized levels."""
 
+    def __init__(self, graph: Graph):
+        self.graph = graph
 
-def _attention_layers(node: Node) -> List[SynapticLayer]:
-    d_model, h, w = node.shape
-    tokens = h * w
-    per_product = tokens * tokens * d_model  # heads * N * N * (D / heads)
-    q, _, v = node.inputs
-    return [SynapticLayer(f"{node.name}.qk", "attention", per_product, (q,)),
-            SynapticLayer(f"{node.name}.av", "attention", per_product, (v,))]
+    def layers(self) -> List[SynapticLayer]:
+        out: List[SynapticLayer] = []
+        for node in self.graph:
+            handler = getattr(self, f"op_{node.op}", None)
+            if handler is None:
+                raise IRError(f"node '{node.name}' ({node.op}): the FLOP count has no rule "
+                              "for this op")
+            out.extend(handler(node))
+        return out
+
+    # -- synaptic layers ---------------------------------------------------------------------
+    def op_conv2d(self, node: Node) -> List[SynapticLayer]:
+        w = node.params["weight"]
+        if w.ndim != 4:
+            raise IRError(f"node '{node.name}' (conv2d): weight must be 4-D [out, in/groups, kh, "
+                          f"kw], got shape {list(w.shape)}")
+        fan_in = int(np.prod(w.shape[1:]))  # (C_in / groups) * kh * kw
+        macs = int(np.prod(node.shape)) * fan_in
+        kind = "linear" if w.shape[2:] == (1, 1) else "conv"
+        analog = any(_reads_analog_input(self.graph[i]) for i in node.inputs)
+        return [SynapticLayer(node.name, kind, macs, tuple(node.inputs), analog)]
+
+    def op_spiking_attention(self, node: Node) -> List[SynapticLayer]:
+        d_model, h, w = node.shape
+        tokens = h * w
+        per_product = tokens * tokens * d_model  # heads * N * N * (D / heads)
+        q, _, v = node.inputs
+        return [SynapticLayer(f"{node.name}.qk", "attention", per_product, (q,)),
+                SynapticLayer(f"{node.name}.av", "attention", per_product, (v,))]
+
+    def op_affine(self, node: Node) -> List[SynapticLayer]:
+        readout = self.graph[node.inputs[0]]
+        if not OPS[readout.op].reduces_time:
+            raise IRError(f"node '{node.name}' (affine): expected the head after the "
+                          f"token/time readout, found input '{readout.name}' ({readout.op})")
+        return [SynapticLayer(node.name, "head", int(node.params["weight"].size),
+                              tuple(readout.inputs))]
+
+    # -- no synapses: neurons, pooling (no weights), BatchNorm (folded into the conv), sums,
+    # the readout (counted with the head), the source and the logits -------------------------
+    def no_synapses(self, node: Node) -> List[SynapticLayer]:
+        return []
+
+    op_input = op_batchnorm = op_lif = op_loihi_lif = no_synapses
+    op_maxpool2d = op_sumpool2d = op_threshold = op_sum = no_synapses
+    op_token_time_mean = op_token_time_sum = op_output = no_synapses
 
 
 def synaptic_layers(graph: Graph) -> List[SynapticLayer]:
     """Every synaptic layer in topological order (attention as two products)."""
-    layers: List[SynapticLayer] = []
-    for node in graph:
-        if node.op == "conv2d":
-            layers.append(_conv_layer(graph, node))
-        elif node.op == "spiking_attention":
-            layers.extend(_attention_layers(node))
-        elif node.op == "affine":
-            readout = graph[node.inputs[0]]
-            if readout.op not in ("token_time_mean", "token_time_sum"):
-                raise IRError(f"node '{node.name}' (affine): expected the head after the "
-                              f"token/time readout, found input '{readout.name}' ({readout.op})")
-            layers.append(SynapticLayer(node.name, "head", int(node.params["weight"].size),
-                                        tuple(readout.inputs)))
-    return layers
+    return SynapticCounter(graph).layers()
 
 
 def first_conv(layers: List[SynapticLayer]) -> SynapticLayer:

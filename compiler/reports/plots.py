@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..ops import OPS, Output  # noqa: E402
+
 Plot = Optional[Tuple[str, bytes]]
 MAX_HEADS_SHOWN = 8
 
@@ -23,9 +25,14 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _spiking(op: str) -> bool:
+    """Whether ``op`` always outputs binary spikes (the registry): LIF layers, pool thresholds."""
+    spec = OPS.get(op)
+    return spec is not None and spec.output is Output.SPIKES
+
+
 def _lif_layers(report: dict) -> Dict[str, dict]:
-    return {n: i for n, i in report["activity"]["layers"].items()
-            if i["op"] in ("loihi_lif", "threshold")}
+    return {n: i for n, i in report["activity"]["layers"].items() if _spiking(i["op"])}
 
 
 def firing_rates(report: dict) -> Plot:

@@ -12,14 +12,14 @@ Usage::
 * ``lava.proc.conv.process.Conv``   -> :class:`PyConvModelFixedAccelerated`
   (stock ``PyConvModelFixed`` loops over channel pairs calling scipy:
   0.1-several s per step at Spikformer sizes);
-* ``lava.proc.dense.process.Dense`` -> :class:`PyDenseModelBitAccAccelerated`;
 * ``lava.proc.lif.process.LIF`` / ``LIFReset`` ->
   :class:`PyLifModelBitAccAccelerated` / :class:`PyLifResetModelBitAccAccelerated`
   (stock LIF recomputes the bias every step and decays in slow int64 numpy
   arithmetic: ~3-5x faster at 10^5 neurons, same bits).
 
 Lava's ``exception_proc_model_map`` matches the *exact* Process class, so
-subclasses such as ``LearningDense`` or ``DelayDense`` keep their stock models.
+subclasses keep their stock models, and so does every other process (``Dense``
+included: the backend never lowers to it).
 """
 
 from __future__ import annotations
@@ -28,18 +28,14 @@ import typing as ty
 
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.conv.process import Conv
-from lava.proc.dense.process import Dense
 from lava.proc.lif.process import LIF, LIFReset
 
-from loihi_numerics.exact_matmul import ExactIntMatmul
 from deploy.accelerated.models import (PyConvModelFixedAccelerated,
-                                       PyDenseModelBitAccAccelerated,
                                        PyLifModelBitAccAccelerated,
                                        PyLifResetModelBitAccAccelerated)
 
 ACCELERATED_MODELS: ty.Dict[type, type] = {
     Conv: PyConvModelFixedAccelerated,
-    Dense: PyDenseModelBitAccAccelerated,
     LIF: PyLifModelBitAccAccelerated,
     LIFReset: PyLifResetModelBitAccAccelerated,
 }
@@ -51,9 +47,9 @@ def accelerated_run_config(select_tag: str = "fixed_pt",
     """``Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=...)``
     with the accelerated models.
 
-    Only models carrying ``select_tag`` among their tags are mapped (both are
-    tagged ``fixed_pt``; the Dense one also ``bit_accurate_loihi``, like
-    stock), so e.g. ``select_tag="floating_pt"`` keeps the stock float models.
+    Only models carrying ``select_tag`` among their tags are mapped (all are
+    tagged ``fixed_pt``; the LIF ones also ``bit_accurate_loihi``, like stock),
+    so e.g. ``select_tag="floating_pt"`` keeps the stock float models.
     ``extra`` entries (Process class -> ProcessModel class) are added last and
     win. Further keyword arguments go to ``Loihi2SimCfg`` unchanged.
     """
@@ -70,9 +66,7 @@ def accelerated_run_config(select_tag: str = "fixed_pt",
 
 __all__ = [
     "ACCELERATED_MODELS",
-    "ExactIntMatmul",
     "PyConvModelFixedAccelerated",
-    "PyDenseModelBitAccAccelerated",
     "PyLifModelBitAccAccelerated",
     "PyLifResetModelBitAccAccelerated",
     "accelerated_run_config",

@@ -1,11 +1,13 @@
 """Vectorised, bit-exact fixed-point ProcessModels for stock Lava processes.
 
-``PyConvModelFixedAccelerated`` implements ``lava.proc.conv.process.Conv`` and
-``PyDenseModelBitAccAccelerated`` implements ``lava.proc.dense.process.Dense``
-(fixed_pt, LoihiProtocol, CPU). They declare the same ports and Vars as the
-stock ``PyConvModelFixed`` / ``PyDenseModelBitAcc`` and reproduce their output
-bit for bit (see the tests), but compute the synaptic sum as one matrix
-product instead of per-channel-pair scipy calls.
+``PyConvModelFixedAccelerated`` implements ``lava.proc.conv.process.Conv``
+(fixed_pt, LoihiProtocol, CPU). It declares the same ports and Vars as the
+stock ``PyConvModelFixed`` and reproduces its output bit for bit (see the
+tests), but computes the synaptic sum as one matrix product instead of
+per-channel-pair scipy calls. ``PyLifModelBitAccAccelerated`` /
+``PyLifResetModelBitAccAccelerated`` are stock ``LIF`` / ``LIFReset`` with a
+cached bias and a faster exact decay. (The backend never lowers to ``Dense``, so
+there is no Dense model here: a ``Dense`` keeps Lava's stock model.)
 
 They are never picked up automatically (Lava only looks for models next to the
 Process's own module); select them with
@@ -40,18 +42,7 @@ Inputs that are not integers (a float source port carrying fractions) and
 geometries where stock's int8 arithmetic on ``kernel_size``/``padding``/...
 would overflow also take the stock reference path.
 
-Dense (stock ``PyDenseModelBitAcc``): stock computes in integers -- binary
-input: ``weights[:, s].sum(axis=1)`` (int64 for int32 weights), graded input:
-``weights.dot(s)`` (dtype ``result_type(weights, s)``, int32 wraps modulo
-2**32) -- then shifts by ``weight_exp``. We compute the exact integer sum
-(float32/float64 BLAS under the same bound, else the int64 einsum, which is
-exact modulo 2**64), cast it to stock's result dtype (which wraps exactly as
-stock's accumulation does) and apply stock's shift expression. Weights are
-clipped/truncated on the first step exactly as stock does (same helpers, same
-``weights_set`` flag, later ``weights.set()`` values are used raw, as in
-stock). Float inputs to graded Dense go through stock's own expression.
-
-Both models recompute their cached plan when a Var is set (``on_var_update``)
+The Conv model recomputes its cached plan when a Var is set (``on_var_update``)
 or when the weight array object is replaced (RefPort/VarPort writes).
 """
 
@@ -69,25 +60,19 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.conv import utils as conv_utils
 from lava.proc.conv.models import AbstractPyConvModel
 from lava.proc.conv.process import Conv
-from lava.proc.dense.models import AbstractPyDenseModelBitAcc
-from lava.proc.dense.process import Dense
 from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
-from lava.utils.weightutils import (SignMode, clip_weights,
-                                    determine_sign_mode, truncate_weights)
 
 from loihi_numerics.exact_matmul import (FLOAT32_EXACT_LIMIT,
-                                      FLOAT64_EXACT_LIMIT, PATH_FLOAT64,
-                                      PATH_INT64, ExactIntMatmul,
-                                      integral_view, max_abs_int)
+                                         FLOAT64_EXACT_LIMIT, PATH_FLOAT64,
+                                         PATH_INT64, ExactIntMatmul,
+                                         integral_view, max_abs_int)
 
 PATH_REFERENCE = "reference"
-PATH_SPARSE = "sparse_int64"
 
 
 def _new_counts() -> ty.Dict[str, int]:
-    return {"float32": 0, "float64": 0, "int64": 0, PATH_SPARSE: 0,
-            PATH_REFERENCE: 0}
+    return {"float32": 0, "float64": 0, "int64": 0, PATH_REFERENCE: 0}
 
 
 def _max_abs(x: np.ndarray) -> int:
@@ -295,121 +280,6 @@ class PyConvModelFixedAccelerated(AbstractPyConvModel):
         out = plan.to_output(plan.mm.matmul(cols, path))
         # Exactly stock's cast: float64 -> weight dtype.
         return out.astype(self.weight.dtype)
-
-
-# ----------------------------------------------------------------------------
-# Dense
-# ----------------------------------------------------------------------------
-class _DensePlan:
-    def __init__(self, weights: np.ndarray) -> None:
-        self.source = weights                   # keeps id(weights) unique
-        self.n_in = weights.shape[1]
-        self.mm = ExactIntMatmul(np.ascontiguousarray(weights.T))  # (in, out)
-        # dtype of stock's  weights[:, s].sum(axis=1)
-        self.sum_dtype = np.zeros((1, 1), dtype=weights.dtype).sum(axis=1).dtype
-
-
-@implements(proc=Dense, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("bit_accurate_loihi", "fixed_pt")
-class PyDenseModelBitAccAccelerated(AbstractPyDenseModelBitAcc):
-    """Drop-in for stock ``PyDenseModelBitAcc``: same ports/Vars/types, same
-    bits; one exact matmul (or, for few active inputs, an exact int64 row
-    gather) per step (see module docstring)."""
-
-    float32_limit: int = FLOAT32_EXACT_LIMIT
-    float64_limit: int = FLOAT64_EXACT_LIMIT
-    #: use the sparse (gather) path when #non-zero inputs * this <= #inputs
-    sparse_factor: int = 3
-
-    def __init__(self, proc_params) -> None:
-        super().__init__(proc_params)
-        self._plan: ty.Optional[_DensePlan] = None
-        self._plan_ok = False
-        self.path_counts: ty.Dict[str, int] = _new_counts()
-
-    def on_var_update(self) -> None:
-        self._plan, self._plan_ok = None, False
-
-    def run_spk(self) -> None:
-        self.weight_exp = self.proc_params.get("weight_exp", 0)
-
-        # Identical to stock: clip/truncate once, on the first step.
-        if not self.weights_set:
-            num_weight_bits: int = self.proc_params.get("num_weight_bits", 8)
-            sign_mode: SignMode = self.proc_params.get("sign_mode") \
-                or determine_sign_mode(self.weights)
-
-            self.weights = clip_weights(self.weights, sign_mode, num_bits=8)
-            self.weights = truncate_weights(self.weights,
-                                            sign_mode,
-                                            num_weight_bits)
-            self.weights_set = True
-
-        self.a_out.send(self.a_buff)
-        if self.num_message_bits.item() > 0:
-            s_in = self.s_in.recv()
-            a_accum = self._graded(s_in)
-        else:
-            s_in = self.s_in.recv().astype(bool)
-            a_accum = self._binary(s_in)
-        self.a_buff = (
-            np.left_shift(a_accum, self.weight_exp)
-            if self.weight_exp > 0
-            else np.right_shift(a_accum, -self.weight_exp)
-        )
-
-    # -- internals ------------------------------------------------------------
-    def _get_plan(self) -> ty.Optional[_DensePlan]:
-        w = self.weights
-        if self._plan_ok and self._plan is not None and self._plan.source is w:
-            return self._plan
-        plan = None
-        if isinstance(w, np.ndarray) and w.ndim == 2 \
-                and w.dtype.kind in "biu" and w.dtype != np.uint64:
-            plan = _DensePlan(w)
-            plan.mm.float32_limit = self.float32_limit
-            plan.mm.float64_limit = self.float64_limit
-        self._plan, self._plan_ok = plan, plan is not None
-        return plan
-
-    @staticmethod
-    def _to_int64(acc: np.ndarray) -> np.ndarray:
-        return acc if acc.dtype == np.int64 else acc.astype(np.int64)
-
-    def _binary(self, s: np.ndarray) -> np.ndarray:
-        plan = self._get_plan()
-        if plan is None or s.shape != (plan.n_in,):
-            self.path_counts[PATH_REFERENCE] += 1
-            return self.weights[:, s].sum(axis=1)
-        rows = np.flatnonzero(s)
-        if rows.size * self.sparse_factor <= plan.n_in:
-            self.path_counts[PATH_SPARSE] += 1
-            acc = plan.mm.rows_sum(rows)
-        else:
-            path = plan.mm.choose(1)
-            self.path_counts[path] += 1
-            acc = plan.mm.matmul(s.astype(plan.mm.dtype_of(path)), path)
-        return self._to_int64(acc).astype(plan.sum_dtype, copy=False)
-
-    def _graded(self, s: np.ndarray) -> np.ndarray:
-        plan = self._get_plan()
-        out_dtype = np.result_type(self.weights.dtype, s.dtype) \
-            if isinstance(self.weights, np.ndarray) else None
-        if plan is None or out_dtype is None or out_dtype.kind not in "iu" \
-                or s.shape != (plan.n_in,):
-            self.path_counts[PATH_REFERENCE] += 1
-            return self.weights.dot(s)
-        path = plan.mm.choose(max_abs_int(s))
-        self.path_counts[path] += 1
-        dtype = plan.mm.dtype_of(path)
-        rows = np.flatnonzero(s)
-        if rows.size * self.sparse_factor <= plan.n_in:
-            acc = plan.mm.rows_matmul(rows, s[rows].astype(dtype), path)
-        else:
-            acc = plan.mm.matmul(s.astype(dtype), path)
-        # Exact integer -> stock's dtype (int32 wraps like stock's np.dot).
-        return self._to_int64(acc).astype(out_dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Lava backend: lower a quantized Spikformer graph into Lava 0.10 processes and
-run it (simulator, or Loihi 2 with Intel's lava-loihi), spike for spike equal
-to ``compiler.reference.run_reference``.
+"""Lava backend: lower a Spikformer graph into Lava 0.10 processes and run it
+(simulator, or Loihi 2 with Intel's lava-loihi), spike for spike equal to
+``compiler.reference.run_reference`` for quantized graphs.
 
     from deploy.lava import lower, run
     net = lower(quantized_graph)
@@ -14,14 +14,17 @@ floating-point models on target ``lava-sim-float``::
     from deploy.lava import lower_float, run
     res = run(lower_float(float_graph), encode_float(float_graph, images))
 
-See docs/lava-backend.md.
+Both lowerings are one :class:`Lowering` (one ``op_<name>`` handler per op) with a
+parameter strategy per numeric kind (``deploy.lava.params``). See docs/lava-backend.md.
 """
-from deploy.lava.float_lowering import lower_float
-from deploy.lava.lowering import LavaNetwork, LoweringError, Stage, lower
+from deploy.lava.lowering import Lowering, lower, lower_float
+from deploy.lava.params import FixedPointParams, FloatParams
 from deploy.lava.runner import LavaResult, run
+from deploy.lava.stages import LavaNetwork, LoweringError, SourceEncoding, Stage, StageKind
 from deploy.lava.targets import (DEFAULT_TARGET, FLOAT_TARGET, FLOAT_TARGETS, TARGETS,
                                  LoihiUnavailableError, loihi_extension_available, run_config)
 
-__all__ = ["DEFAULT_TARGET", "FLOAT_TARGET", "FLOAT_TARGETS", "LavaNetwork", "LavaResult",
-           "LoihiUnavailableError", "LoweringError", "Stage", "TARGETS",
+__all__ = ["DEFAULT_TARGET", "FLOAT_TARGET", "FLOAT_TARGETS", "FixedPointParams",
+           "FloatParams", "LavaNetwork", "LavaResult", "LoihiUnavailableError", "Lowering",
+           "LoweringError", "SourceEncoding", "Stage", "StageKind", "TARGETS",
            "loihi_extension_available", "lower", "lower_float", "run", "run_config"]

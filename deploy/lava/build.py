@@ -1,8 +1,9 @@
-"""Instantiate a :class:`~deploy.lava.lowering.LavaNetwork` as fresh Lava processes.
+"""Instantiate a :class:`~deploy.lava.stages.LavaNetwork` as fresh Lava processes.
 
 A Lava process graph compiles and runs once (its runtime cannot be restarted
 after ``stop``), and the input source and the readout depend on the stream, so
-every run builds its own processes from the (reusable) plan.
+every run builds its own processes from the (reusable) plan. Each stage's
+:class:`~deploy.lava.stages.StageKind` names its process class and output port.
 """
 from __future__ import annotations
 
@@ -12,19 +13,12 @@ from typing import Dict, Iterable, Tuple
 import numpy as np
 
 from lava.magma.core.process.process import AbstractProcess
-from lava.proc.conv.process import Conv
-from lava.proc.io.source import RingBuffer
-from lava.proc.lif.process import LIF, LIFReset
 
-from deploy.lava.attention.process import SpikingAttention
-from deploy.lava.graded.process import DelayedSum
+from loihi_numerics import fixed_point as fx
+
 from deploy.lava.io.process import Readout, Tap
-from deploy.lava.lowering import OUT_PORT, LavaNetwork, Stage
+from deploy.lava.stages import LavaNetwork, SourceEncoding, Stage, StageKind
 from deploy.lava.timing import total_steps
-
-PROCESS_CLASS = {"conv": Conv, "lif": LIF, "lif_reset": LIFReset,
-                 "attention": SpikingAttention, "delayed_sum": DelayedSum, "readout": Readout}
-BUILD_ONLY_KEYS = {"conv": ("output_shape",), "source": ("shape", "encoding")}
 
 
 @dataclass
@@ -54,26 +48,28 @@ def stream_data(network: LavaNetwork, x_seq: np.ndarray, num_steps: int) -> np.n
     else:
         if x.dtype.kind not in "iub":
             if not np.array_equal(x, np.round(x)):
-                raise ValueError("input must hold integers (use compiler.reference.encode_integer)")
+                raise ValueError("input must hold integers (use compiler.encoding.encode_integer)")
         x = x.astype(np.int64)
         dtype = np.int32
-    if network.input_encoding == "spikes" and ((x != 0) & (x != 1)).any():
+    if network.input_encoding is SourceEncoding.SPIKES and ((x != 0) & (x != 1)).any():
         raise ValueError("event input must be binary")
     if dtype == np.int32 and x.size and np.abs(x).max() >= 2 ** 23:
         raise ValueError("graded input exceeds the 24-bit payload")
     b = x.shape[1]
     frames = x.transpose(1, 0, 2, 3, 4).reshape((b * T,) + x.shape[2:])   # [B*T, C, H, W]
-    data = np.zeros(tuple(frames.shape[1:][::-1]) + (num_steps,), dtype=dtype)
-    data[..., :b * T] = frames.transpose(3, 2, 1, 0)
+    data = np.zeros(fx.lava_shape(network.input_shape) + (num_steps,), dtype=dtype)
+    data[..., :b * T] = np.moveaxis(fx.to_lava_layout(frames), 0, -1)   # [W, H, C, B*T]
     return data
 
 
-def _make(stage: Stage, num_samples: int) -> AbstractProcess:
-    params = {k: v for k, v in stage.params.items()
-              if k not in BUILD_ONLY_KEYS.get(stage.kind, ())}
-    if stage.kind == "readout":
+def _make(stage: Stage, data: np.ndarray, num_samples: int) -> AbstractProcess:
+    kind = stage.kind
+    if kind is StageKind.SOURCE:
+        return kind.process(data=data)             # RingBuffer takes no name
+    params = stage.constructor_args()
+    if kind is StageKind.READOUT:
         params["num_samples"] = num_samples
-    return PROCESS_CLASS[stage.kind](**params, name=stage.name)
+    return kind.process(**params, name=stage.name)
 
 
 def build(network: LavaNetwork, x_seq: np.ndarray, probes: Iterable[str] = ()) -> BuiltNetwork:
@@ -89,18 +85,17 @@ def build(network: LavaNetwork, x_seq: np.ndarray, probes: Iterable[str] = ()) -
     num_steps = total_steps(num_samples, network.time_steps, network.lags)
     data = stream_data(network, x_seq, num_steps)
 
-    procs: Dict[str, AbstractProcess] = {}
-    for st in network.stages.values():
-        procs[st.name] = RingBuffer(data=data) if st.kind == "source" else _make(st, num_samples)
+    procs: Dict[str, AbstractProcess] = {st.name: _make(st, data, num_samples)
+                                         for st in network.stages.values()}
     for st in network.stages.values():
         for src, port in st.inputs:
-            out = getattr(procs[src], OUT_PORT[network.stages[src].kind])
+            out = getattr(procs[src], network.stages[src].kind.out_port)
             out.connect(getattr(procs[st.name], port))
     taps = {}
     for node in probes:
         st = network.stages[network.providers[node]]
         tap = Tap(shape=st.shape, buffer_size=num_steps, name=f"tap:{node}")
-        getattr(procs[st.name], OUT_PORT[st.kind]).connect(tap.a_in)
+        getattr(procs[st.name], st.kind.out_port).connect(tap.a_in)
         taps[node] = tap
     return BuiltNetwork(network, procs, procs[network.readout], taps, num_samples, num_steps)
 
@@ -113,9 +108,10 @@ def realign(network: LavaNetwork, node: str, recorded: np.ndarray, num_samples: 
     if rec.shape[0] != num_samples * T:
         raise ValueError(f"tap '{node}' recorded {recorded.shape[0]} steps; need "
                          f"{lag + num_samples * T}")
-    rec = rec.reshape((num_samples, T) + rec.shape[1:])
+    frames = fx.from_lava_layout(rec)                                   # [B*T, C, H, W]
+    frames = frames.reshape((num_samples, T) + frames.shape[1:])
     dtype = np.float64 if network.numeric == "float" else np.int64
-    return np.ascontiguousarray(rec.transpose(1, 0, 4, 3, 2)).astype(dtype)
+    return np.ascontiguousarray(frames.transpose(1, 0, 2, 3, 4)).astype(dtype)
 
 
 def stream_steps(network: LavaNetwork, num_samples: int) -> Tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterable, Optional
 import numpy as np
 
 from deploy.lava.build import BuiltNetwork, build, realign
-from deploy.lava.lowering import LavaNetwork
+from deploy.lava.stages import LavaNetwork
 from deploy.lava.runtime import create_runtime, run_steps, runtime_of, stop_runtime
 from deploy.lava.targets import DEFAULT_TARGET, FLOAT_TARGET, numeric_of, run_config
 
@@ -45,7 +45,7 @@ def run(network: LavaNetwork, x_seq, *, target: Optional[str] = None,
         probes: Iterable[str] = (), chunk_steps: Optional[int] = None,
         callback: Optional[Callable[[int, int], None]] = None) -> LavaResult:
     """Stream ``x_seq`` (integer input [T, B, C, H, W], e.g. from
-    ``compiler.reference.encode_integer``) through ``network`` on ``target``.
+    ``compiler.encoding.encode_integer``) through ``network`` on ``target``.
 
     ``probes``: node names (see ``network.probe_names()``) whose per-step
     outputs are returned re-aligned to algorithmic time, ``[T, B, *shape]`` in
@@ -56,7 +56,7 @@ def run(network: LavaNetwork, x_seq, *, target: Optional[str] = None,
 
     ``target`` defaults to ``lava-sim`` for a fixed-point network (``lower``) and
     ``lava-sim-float`` for a floating-point one (``lower_float``, with float input from
-    ``deploy.lava.float_lowering.encode_float``).
+    ``compiler.encoding.encode_float``).
     """
     if target is None:
         target = FLOAT_TARGET if network.numeric == "float" else DEFAULT_TARGET

@@ -5,13 +5,13 @@ target             run configuration
 =================  ============================================================
 ``lava-sim``       ``Loihi2SimCfg(select_tag="fixed_pt")`` with the
                    accelerated bit-exact models of ``deploy.accelerated`` for
-                   Conv/Dense/LIF/LIFReset (default)
+                   Conv/LIF/LIFReset (default)
 ``lava-sim-stock`` ``Loihi2SimCfg(select_tag="fixed_pt")``: Lava's own models
                    only (slow; for verification on small shapes)
 ``loihi2``         ``Loihi2HwCfg`` -- needs Intel's ``lava-loihi`` extension
 ``lava-sim-float`` ``Loihi2SimCfg(select_tag="floating_pt")``: Lava's stock
                    floating-point models, for FLOAT graphs lowered by
-                   ``deploy.lava.float_lowering.lower_float``
+                   ``deploy.lava.lowering.lower_float``
 =================  ============================================================
 
 The custom processes of this backend (attention, DelayedSum, Readout, Tap)
@@ -99,7 +99,8 @@ def run_config(target: str = DEFAULT_TARGET) -> RunConfig:
                 "fixed-point models (accelerated, bit-exact with the stock ones), which this "
                 "backend matches spike for spike to the reference executor.")
         # Conv/LIF get their neuro-core models; the custom processes (attention, joins,
-        # readout, taps) have Python models only, which Lava places on the host CPU.
+        # readout, taps) have Python models only, which lava-loihi runs on the host CPU
+        # behind C adapters (never on the embedded x86 cores: those run C models only).
         return Loihi2HwCfg(select_tag="fixed_pt")
     raise ValueError(f"unknown target {target!r}; choose one of "
                      f"{', '.join(TARGETS + FLOAT_TARGETS)}")

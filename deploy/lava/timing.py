@@ -1,49 +1,68 @@
 """Latency bookkeeping: algorithmic time versus Lava time.
 
 The reference executor runs every node at algorithmic step t on its inputs of
-the same step t. In Lava every Conv/Dense hop costs one step, everything else
-(LIF, LIFReset, the attention process, DelayedSum) none. The *lag* of a node
-is the number of Lava steps by which its output trails algorithmic time: with
-samples streamed back to back, one every T steps, the node's output for
+the same step t. In Lava every Conv hop costs one step, everything else (LIF,
+LIFReset, the attention process, DelayedSum, the Readout) none. The *lag* of a
+node is the number of Lava steps by which its output trails algorithmic time:
+with samples streamed back to back, one every T steps, the node's output for
 algorithmic step t (1-based) of sample s (0-based) leaves its process at Lava
 step (1-based)
 
     step(s, t) = s * T + t + lag
 
 The input source has lag 0. A node's lag is the largest lag among its inputs
-(the others are delayed to it: ``deficits``) plus its own hop cost.
+(the others are delayed to it: ``deficits``) plus its own hop cost
+(:data:`HOP_COST`, one entry per op of the registry that runs inside the Lava
+time loop, at either level; ops computed once after the loop -- the head --
+have none).
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
-from compiler.ir import Graph, Node
+from compiler.ir import Graph, IRError, Node
+from compiler.ops import FLOAT, OPS, QUANTIZED, ops_at
 
 from deploy.lava.attention.process import ATTENTION_DELAY
 
-#: Lava steps that each op adds to the path (Conv processes delay by one step).
+#: ops that run inside the Lava time loop, at either level, after the float passes
+#: (what the lowerings see); ``after_time_loop`` ops (affine, output) run in the Readout
+IN_LOOP_OPS: Tuple[str, ...] = tuple(
+    op for op in OPS
+    if op in set(ops_at(FLOAT, after_passes=True)) | set(ops_at(QUANTIZED))
+    and not OPS[op].after_time_loop)
+
+#: Lava steps that each in-loop op adds to the path (Conv processes delay by one step).
 HOP_COST: Dict[str, int] = {
     "input": 0,
-    "conv2d": 1,
-    "sumpool2d": 1,
-    "loihi_lif": 0,
-    "lif": 0,                  # the float IR's LIF (floating-point target)
-    "threshold": 0,
+    "conv2d": 1,               # Conv: a_out at t is what it accumulated at t - 1
+    "sumpool2d": 1,            # a Conv with an all-ones kernel
+    "loihi_lif": 0,            # LIFReset
+    "lif": 0,                  # the float IR's LIF (LIFReset, floating-point target)
+    "threshold": 0,            # a memoryless LIF
     "spiking_attention": ATTENTION_DELAY,
-    "sum": 0,
-    "token_time_sum": 0,
-    "token_time_mean": 0,      # the float IR's readout (floating-point target)
+    "sum": 0,                  # DelayedSum
+    "token_time_sum": 0,       # Readout
+    "token_time_mean": 0,      # Readout (floating-point target)
 }
+
+
+def hop_cost(node: Node) -> int:
+    try:
+        return HOP_COST[node.op]
+    except KeyError:
+        raise IRError(f"node '{node.name}' ({node.op}): no Lava hop cost for this op "
+                      "(deploy/lava/timing.py HOP_COST)") from None
 
 
 def node_lags(graph: Graph) -> Dict[str, int]:
     """Lag of every node that runs inside the Lava time loop."""
     lags: Dict[str, int] = {}
     for node in graph:
-        if node.op not in HOP_COST:
+        if OPS[node.op].after_time_loop:
             continue  # affine / output: after the loop, in the readout
         base = max((lags[i] for i in node.inputs), default=0)
-        lags[node.name] = base + HOP_COST[node.op]
+        lags[node.name] = base + hop_cost(node)
     return lags
 
 

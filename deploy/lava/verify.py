@@ -11,8 +11,7 @@ import numpy as np
 from compiler.ir import Graph
 from compiler.reference import run_reference
 from compiler.encoding import encode_float
-from deploy.lava.float_lowering import lower_float
-from deploy.lava.lowering import lower
+from deploy.lava.lowering import lower, lower_float
 from deploy.lava.runner import LavaResult, run
 from deploy.lava.targets import FLOAT_TARGET
 

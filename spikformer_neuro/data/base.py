@@ -14,7 +14,13 @@ SPLITS = ("train", "test")
 
 class DatasetError(Exception):
     """A data set that cannot be loaded; the message says which files to put where, or what to
-    install."""
+    install. ``option``, when set, is the ``load_dataset`` parameter the fix concerns
+    (``data_dir``): the message names that parameter, and a command-line tool names its own
+    flag for it instead."""
+
+    def __init__(self, message: str, option: Optional[str] = None):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class Request:
         """The data directory for data sets that have no default location."""
         if self.data_dir is None:
             raise DatasetError(f"{self.name}: no data directory given; {what}, and pass that "
-                               f"folder as data_dir (--data-dir)")
+                               "folder as data_dir", option="data_dir")
         return self.data_dir
 
 

@@ -80,7 +80,8 @@ def _resolve(data_dir: Path, layout: _Layout, name: str, what: str) -> Path:
                 raise DatasetError(f"{name}: {folder} lacks {', '.join(missing)}; {what}")
             return folder
     raise DatasetError(f"{name}: no {layout.meta} in {data_dir} or {data_dir / layout.folder}; "
-                       f"{what}, and pass its parent or the folder itself as data_dir")
+                       f"{what}, and pass its parent or the folder itself as data_dir",
+                       option="data_dir")
 
 
 def _get(record, key: bytes, path: Path):

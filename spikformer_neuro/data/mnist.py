@@ -27,19 +27,21 @@ def load_mnist(req: Request):
     folder = req.require_data_dir(f"put the four MNIST IDX files ({ALL_FILES}) in a folder")
     # Digits are not mirror-symmetric: shift only.
     return _load(req, folder, DIGIT_CLASSES, RandomShiftFlip(pad=2, flip=False),
-                 f"put the four MNIST IDX files ({ALL_FILES}) in {folder}")
+                 f"put the four MNIST IDX files ({ALL_FILES}) in {folder}", fix_option=None)
 
 
 def load_fashion_mnist(req: Request):
     folder = req.data_dir if req.data_dir is not None else FASHION_MNIST_DIR
     fix = (f"install them with `apt-get install dataset-fashion-mnist` (they land in "
            f"{FASHION_MNIST_DIR}) or put the four IDX files ({ALL_FILES}) in a folder passed "
-           f"as data_dir (--data-dir)")
-    return _load(req, folder, FASHION_CLASSES, RandomShiftFlip(pad=2, flip=True), fix)
+           "as data_dir")
+    return _load(req, folder, FASHION_CLASSES, RandomShiftFlip(pad=2, flip=True), fix,
+                 fix_option="data_dir")
 
 
 def _load(req: Request, folder: Path, classes: Tuple[str, ...], augment: RandomShiftFlip,
-          fix: str):
+          fix: str, fix_option: Optional[str]):
+    """``fix``: what to do when files are missing; ``fix_option``: the parameter it names."""
     req.check_native_size(SIZE)
     images_name, labels_name = FILES[req.split]
     images_path = _find(folder, images_name)
@@ -47,7 +49,7 @@ def _load(req: Request, folder: Path, classes: Tuple[str, ...], augment: RandomS
     missing = [n for n, p in ((images_name, images_path), (labels_name, labels_path)) if p is None]
     if missing:
         raise DatasetError(f"{req.name}: {'[.gz], '.join(missing)}[.gz] not found in {folder}; "
-                           f"{fix}")
+                           f"{fix}", option=fix_option)
     images, labels = read_idx(images_path), read_idx(labels_path)
     _check(images, labels, images_path, labels_path, len(classes))
     dataset = InMemoryImages(torch.from_numpy(images.copy()).unsqueeze(1),

@@ -1,14 +1,21 @@
 """ProcessModels of :class:`~deploy.lava.attention.process.SpikingAttention`.
 
-* ``PySpikingAttentionFixed`` (tag ``fixed_pt``): int32 graded output, exactly
-  ``gain * compiler.reference.attention_counts(q, k, v)``.
-* ``PySpikingAttentionFloat`` (tag ``floating_pt``): the same product in float.
+* ``PySpikingAttentionFixed`` (tag ``fixed_pt``): int32 graded output,
+  ``gain * counts`` with exact integer counts.
+* ``PySpikingAttentionFloat`` (tag ``floating_pt``): the same product in float64.
 
-Both pick the cheaper association per head: ``Q.(K^T.V)`` costs ``N d^2``
-multiply-adds and ``(Q.K^T).V`` costs ``N^2 d`` (N tokens, d channels per
-head), so ``Q.(K^T.V)`` whenever ``d <= N`` (every Spikformer configuration).
-For binary inputs both give the same integers (counts < 2**53 keep the float64
-products exact).
+The arithmetic (:func:`attention_products`) is this module's own: the q, k, v maps
+arrive in Lava's ``(W, H, D)`` layout, become the compiler's ``[D, H, W]`` maps
+(``fixed_point.from_lava_layout``), tokens ``[N, D]`` and heads ``[heads, N, d]``
+(``compiler.layout``), and per head ``Q.K^T.V`` is computed in the cheaper association:
+``Q.(K^T.V)`` costs ``N d^2`` multiply-adds and ``(Q.K^T).V`` costs ``N^2 d``
+(N tokens, d channels per head), so ``Q.(K^T.V)`` whenever ``d <= N`` (every
+Spikformer configuration). Integer inputs are multiplied in the cheapest dtype whose
+products are provably exact (``loihi_numerics.exact_matmul.exact_dtype`` on the bound
+``N d max|q| max|k| max|v|``, which bounds every partial sum of either association), so
+both orders give the same exact integers. This module does not use the reference
+executor: the tests compare its results with the reference's attention counts
+(tests/test_lava_attention_model.py), so the agreement is checked, not built in.
 """
 from __future__ import annotations
 
@@ -21,49 +28,35 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from compiler.reference import attention_counts
+from compiler import layout
+from loihi_numerics import fixed_point as fx
+from loihi_numerics.exact_matmul import exact_dtype, max_abs_int
+
 from deploy.lava.attention.process import SpikingAttention
-
-
-def to_maps(x: np.ndarray) -> np.ndarray:
-    """Lava ``(W, H, D)`` -> the compiler's ``[1, D, H, W]``."""
-    return x.transpose(2, 1, 0)[None]
-
-
-def from_maps(x: np.ndarray) -> np.ndarray:
-    """``[1, D, H, W]`` -> Lava ``(W, H, D)``."""
-    return np.ascontiguousarray(x[0].transpose(2, 1, 0))
 
 
 def attention_products(q: np.ndarray, k: np.ndarray, v: np.ndarray,
                        num_heads: int) -> np.ndarray:
-    """Per-head ``Q.K^T.V`` on ``[B, D, H, W]`` maps in the cheaper order.
+    """Per-head ``Q.K^T.V`` on ``[..., D, H, W]`` maps (tokens = the H*W cells, row-major;
+    ``D / num_heads`` consecutive channels per head), in the cheaper association.
 
-    Integer inputs give the exact integers of
-    :func:`compiler.reference.attention_counts` (which this calls when
-    ``d <= N``); float inputs give the float product.
+    Integer (or bool) inputs give exact integers (int64); float inputs the float64
+    product (exact integers too when the inputs are binary: every value < 2**53).
     """
-    b, d, h, w = q.shape
-    dh, n = d // num_heads, h * w
-    if dh <= n:
-        if q.dtype.kind == "f":
-            return _product(q, k, v, num_heads, kv_first=True)
-        return attention_counts(q, k, v, num_heads)
-    out = _product(q, k, v, num_heads, kv_first=False)
-    return out if q.dtype.kind == "f" else np.rint(out).astype(np.int64)
-
-
-def _product(q, k, v, num_heads: int, kv_first: bool) -> np.ndarray:
-    b, d, h, w = q.shape
-    dh = d // num_heads
-
-    def heads(a):  # [B, D, H, W] -> [B, heads, N, dh]
-        return a.reshape(b, num_heads, dh, h * w).transpose(0, 1, 3, 2).astype(np.float64)
-
-    qh, kh, vh = heads(q), heads(k), heads(v)
-    kt = kh.transpose(0, 1, 3, 2)
-    out = qh @ (kt @ vh) if kv_first else (qh @ kt) @ vh
-    return out.transpose(0, 1, 3, 2).reshape(b, d, h, w)
+    shape = q.shape[-3:]
+    qh, kh, vh = (layout.split_heads(layout.map_to_tokens(a), num_heads) for a in (q, k, v))
+    n, d = qh.shape[-2], qh.shape[-1]                       # tokens, channels per head
+    floating = q.dtype.kind == "f"
+    if floating:
+        dtype = np.float64
+    else:
+        mq, mk, mv = (max_abs_int(np.asarray(a)) for a in (q, k, v))
+        dtype = exact_dtype(max(n * d * mq * mk * mv, mq, mk, mv))
+    qh, kh, vh = (a.astype(dtype) for a in (qh, kh, vh))
+    kt = kh.swapaxes(-1, -2)
+    out = qh @ (kt @ vh) if d <= n else (qh @ kt) @ vh       # [..., heads, N, d]
+    out = layout.tokens_to_map(layout.merge_heads(out), shape)
+    return out if floating else out.astype(np.int64)
 
 
 class _AbstractAttentionModel(PyLoihiProcessModel):
@@ -103,8 +96,8 @@ class PySpikingAttentionFixed(_AbstractAttentionModel):
         if not all(r.any() for r in raw):  # a zero map makes every product 0
             out = np.zeros(raw[0].shape, dtype=np.int64)
         else:
-            q, k, v = (to_maps(r.astype(np.int64)) for r in raw)
-            out = from_maps(attention_products(q, k, v, heads) * int(gain))
+            q, k, v = (fx.from_lava_layout(r.astype(np.int64)) for r in raw)
+            out = fx.to_lava_layout(attention_products(q, k, v, heads) * int(gain))
         # the int32 channel wraps like every stock fixed-point model's output
         self.a_out.send(out.astype(np.int32))
 
@@ -123,6 +116,10 @@ class PySpikingAttentionFloat(_AbstractAttentionModel):
     gain: np.ndarray = LavaPyType(np.ndarray, float)
 
     def run_spk(self) -> None:
-        q, k, v = (to_maps(p.recv().astype(np.float64)) for p in (self.q, self.k, self.v))
+        q, k, v = (fx.from_lava_layout(p.recv().astype(np.float64))
+                   for p in (self.q, self.k, self.v))
         heads, gain = self._heads_gain()
-        self.a_out.send(from_maps(attention_products(q, k, v, heads) * float(gain)))
+        self.a_out.send(fx.to_lava_layout(attention_products(q, k, v, heads) * float(gain)))
+
+
+__all__ = ["PySpikingAttentionFixed", "PySpikingAttentionFloat", "attention_products"]

@@ -7,14 +7,16 @@ compiler's ``[D, H, W]`` maps):
 * ``q``, ``k``, ``v`` (InPort): binary spikes of the query, key and value LIFs;
 * ``a_out`` (OutPort): graded spikes, ``gain * counts`` with, per head ``h`` of
   ``D / num_heads`` channels, ``counts_h = Q_h . (K_h^T . V_h)`` (integer
-  spike-coincidence counts; ``compiler.reference.attention_counts``).
+  spike-coincidence counts, the reference executor's attention semantics).
 
 Timing: like LIF (and unlike Conv/Dense) the process has no delay: ``a_out`` at
 step t is computed from q, k, v received at step t (``ATTENTION_DELAY = 0``).
 
 Loihi 2 has no neuro-core primitive for this product of two spike maps (it is
-a product of *activities*, not activity times a stored weight), so on hardware
-the process would run on the chip's embedded x86 cores or the host; see
+a product of *activities*, not activity times a stored weight). Its models are
+Python ProcessModels: with lava-loihi (``Loihi2HwCfg``) a Python ProcessModel runs
+on the HOST CPU, connected to the chip through C adapters (channels), not on the
+chip's embedded x86 (Lakemont) cores, which run C ProcessModels only; see
 docs/lava-backend.md.
 """
 from __future__ import annotations
