@@ -49,7 +49,7 @@ from ..encoding import normalisation
 from ..interpreter import Interpreter
 from ..ir import Graph, IRError, Node, lif_attrs
 from ..layout import pair
-from ..ops import attr
+from ..ops import OPS, attr
 
 INPUT_BITS = 8                 # analog input: unsigned (or signed) 8-bit graded values
 
@@ -284,121 +284,155 @@ def quantize(graph: Graph, calibration: Optional[Dict[str, float]] = None,
     leftovers = graph.by_op("batchnorm", "maxpool2d")
     if leftovers:
         raise _fail(leftovers[0], "run float_passes (BN folding, max-pool rewrite) before quantize")
-    time_steps = graph.time_steps
-    out = Graph(meta={**graph.meta, "stage": "quantized",
-                      "quantization": {"overflow": options.overflow, "margin": options.margin,
-                                       "input_bits": INPUT_BITS, "weight_mantissa_max": WEIGHT_MANT_MAX}})
-    layers: Dict[str, dict] = {}
-    ranges = ValueRange(out)  # run incrementally: each emitted node's bound from its inputs'
-    bounds = ranges.values
-    pending_lif: Dict[str, dict] = {}  # LIF name -> integer parameters chosen with its conv
-    hints: Dict[str, int] = dict(graph.meta.get("loihi_hints", {}).get("vth", {}))
-    unknown = sorted(set(hints) - {n.name for n in graph.by_op("lif")})
-    if unknown:  # hints of another model: using the rest would mix two grids
-        raise IRError(f"the quantization hints name LIF layer(s) {unknown} that this graph does "
-                      "not have: they belong to another model; re-run quantization-aware "
-                      "training on this model or save the checkpoint without hints")
+    return Quantizer(graph, calibration, options).run()
 
-    def emit(node: Node) -> None:
-        out.add(node)
-        bounds[node.name] = check_port_range(node, ranges.call(node))
 
-    for node in graph:
-        if node.op == "input":
-            attrs = dict(node.attrs)
-            if attr(node, "encoding") == "analog":
-                lo, hi = np.zeros(1), np.ones(1)  # inputs are images in [0, 1]
-                stats = normalisation(node)
-                if stats is not None:
-                    lo, hi = (lo - stats[0]) / stats[1], (hi - stats[0]) / stats[1]
-                span = float(max(np.abs(lo).max(), np.abs(hi).max()))
-                signed = bool((lo < 0).any())
-                full = (1 << (INPUT_BITS - 1)) - 1 if signed else (1 << INPUT_BITS) - 1
-                scale = full / span
-                levels = options.input_levels
-                if levels is None:
-                    levels = graph.meta.get("loihi_hints", {}).get("input_levels")
-                if levels is not None:
-                    if not 1 <= levels * span <= full:
-                        raise _fail(node, f"input_levels {levels} does not fit "
-                                          f"{INPUT_BITS}-bit graded input (span {span:.4g})")
-                    scale = float(levels)
-                attrs.update(encoding="graded", bits=INPUT_BITS, signed=signed,
-                             input_scale=scale, max_abs=int(math.ceil(scale * span)))
-            else:
-                attrs.update(max_abs=1)
-            emit(Node(node.name, "input", [], node.shape, {}, attrs))
-        elif node.op == "conv2d":
-            consumers = graph.consumers(node.name)
-            if len(consumers) != 1 or consumers[0].op != "lif":
-                raise _fail(node, "every conv2d must feed exactly one LIF (its membrane); "
-                                  f"found consumers {[c.name for c in consumers]}")
-            lif = consumers[0]
-            x_max = ranges.fan_in(node, [bounds[i] for i in node.inputs])
-            src = out[node.inputs[0]]
-            scale = attr(src, "input_scale") if src.op == "input" else None
-            levels = 1.0 if scale is None else float(scale)
-            if levels != 1.0 and len(node.inputs) != 1:
-                raise _fail(node, "a graded image input must be the conv's only input")
-            observed = None if calibration is None else calibration.get(node.name)
-            w_int, lif_params, info = _quantize_lif_layer(
-                node, lif, x_max, levels, observed, options, hints.get(lif.name))
-            emit(Node(node.name, "conv2d", node.inputs, node.shape, {"weight": w_int.astype(np.int8)},
-                      {**node.attrs, "weight_exp": 0,
-                       "graded_input": _is_graded(out, node.inputs)}))
-            layers[lif.name] = {"input": node.name, **info}
-            pending_lif[lif.name] = lif_params
-        elif node.op == "lif":
-            src = graph[node.inputs[0]]
-            if node.name in pending_lif:
-                params = pending_lif.pop(node.name)
-            elif src.op == "spiking_attention" and len(node.inputs) == 1:
-                continue  # emitted together with the attention node
-            else:
-                raise _fail(node, "a LIF must be fed by one conv2d or one spiking_attention")
-            emit(Node(node.name, "loihi_lif", node.inputs, node.shape, params,
-                      {"tau": attr(node, "tau"), "v_threshold": attr(node, "v_threshold"),
-                       "scale": layers[node.name]["scale"],
-                       **{k: node.attrs[k] for k in ("r", "spike_if") if k in node.attrs}}))
-        elif node.op == "spiking_attention":
-            lifs = graph.consumers(node.name)
-            if len(lifs) != 1 or lifs[0].op != "lif":
-                raise _fail(node, "spiking attention must feed exactly one LIF")
-            if lif_attrs(lifs[0])[2:] != (1.0, ">="):
-                raise _fail(lifs[0], "the attention LIF must be the paper's (r = 1, fire on >=)")
-            for role, src in zip(("q", "k", "v"), node.inputs):
-                if out[src].op != "loihi_lif":
-                    raise _fail(node, f"input {role} ('{src}') must be binary LIF spikes")
-            g, params, info = _quantize_attention_lif(node, lifs[0], time_steps)
-            emit(Node(node.name, "spiking_attention", node.inputs, node.shape, {},
-                      {**node.attrs, "gain": g}))
-            emit(Node(lifs[0].name, "loihi_lif", [node.name], lifs[0].shape, params,
-                      {"tau": attr(lifs[0], "tau"), "v_threshold": attr(lifs[0], "v_threshold"),
-                       "scale": info["scale"], "exact": info["exact"]}))
-            layers[lifs[0].name] = {"input": node.name, "gain": g, **info}
-        elif node.op in ("sumpool2d", "threshold", "sum", "output"):
-            if node.op == "threshold" and out[node.inputs[0]].op != "sumpool2d":
-                raise _fail(node, "only the max-pool rewrite's threshold is supported")
-            emit(node.copy())
-        elif node.op == "token_time_mean":
-            emit(Node(node.name, "token_time_sum", node.inputs, node.shape, {}, {}))
-        elif node.op == "affine":
-            src = graph[node.inputs[0]]
-            if src.op != "token_time_mean":
-                raise _fail(node, "only the classification head (affine after the token/time "
-                                  "mean) is supported")
-            emit(_quantize_head(node, time_steps * token_count(graph[src.inputs[0]])))
+class Quantizer:
+    """The float -> quantized rewrite: one ``op_<name>`` handler per FLOAT op after the
+    passes; each emits the quantized node(s) for its float node (or nothing, when another
+    handler emitted them together: the attention LIF). The value-range analysis runs along,
+    so every handler sees the bounds of the quantized nodes it reads."""
+
+    def __init__(self, graph: Graph, calibration: Optional[Dict[str, float]],
+                 options: QuantizeOptions):
+        self.graph, self.calibration, self.options = graph, calibration, options
+        self.out = Graph(meta={**graph.meta, "stage": "quantized",
+                               "quantization": {"overflow": options.overflow,
+                                                "margin": options.margin,
+                                                "input_bits": INPUT_BITS,
+                                                "weight_mantissa_max": WEIGHT_MANT_MAX}})
+        self.layers: Dict[str, dict] = {}
+        self.ranges = ValueRange(self.out)  # incremental: each emitted node's bound
+        self.bounds = self.ranges.values
+        self.pending_lif: Dict[str, dict] = {}  # LIF name -> parameters chosen with its conv
+        self.hints: Dict[str, int] = dict(graph.meta.get("loihi_hints", {}).get("vth", {}))
+        unknown = sorted(set(self.hints) - {n.name for n in graph.by_op("lif")})
+        if unknown:  # hints of another model: using the rest would mix two grids
+            raise IRError(f"the quantization hints name LIF layer(s) {unknown} that this graph "
+                          "does not have: they belong to another model; re-run quantization-"
+                          "aware training on this model or save the checkpoint without hints")
+
+    def run(self) -> Graph:
+        for node in self.graph:
+            handler = getattr(self, f"op_{node.op}", None)
+            if handler is None:
+                raise _fail(node, "op not supported by the Loihi quantizer")
+            handler(node)
+        self.out.meta["quantization"]["layers"] = self.layers
+        return self.out.validate()
+
+    def emit(self, node: Node) -> None:
+        self.out.add(node)
+        self.bounds[node.name] = check_port_range(node, self.ranges.call(node))
+
+    # -- handlers ---------------------------------------------------------------------------
+    def op_input(self, node: Node) -> None:
+        attrs = dict(node.attrs)
+        if attr(node, "encoding") == "analog":
+            lo, hi = np.zeros(1), np.ones(1)  # inputs are images in [0, 1]
+            stats = normalisation(node)
+            if stats is not None:
+                lo, hi = (lo - stats[0]) / stats[1], (hi - stats[0]) / stats[1]
+            span = float(max(np.abs(lo).max(), np.abs(hi).max()))
+            signed = bool((lo < 0).any())
+            full = (1 << (INPUT_BITS - 1)) - 1 if signed else (1 << INPUT_BITS) - 1
+            scale = full / span
+            levels = self.options.input_levels
+            if levels is None:
+                levels = self.graph.meta.get("loihi_hints", {}).get("input_levels")
+            if levels is not None:
+                if not 1 <= levels * span <= full:
+                    raise _fail(node, f"input_levels {levels} does not fit "
+                                      f"{INPUT_BITS}-bit graded input (span {span:.4g})")
+                scale = float(levels)
+            attrs.update(encoding="graded", bits=INPUT_BITS, signed=signed,
+                         input_scale=scale, max_abs=int(math.ceil(scale * span)))
         else:
-            raise _fail(node, "op not supported by the Loihi quantizer")
-    out.meta["quantization"]["layers"] = layers
-    return out.validate()
+            attrs.update(max_abs=1)
+        self.emit(Node(node.name, "input", [], node.shape, {}, attrs))
+
+    def op_conv2d(self, node: Node) -> None:
+        consumers = self.graph.consumers(node.name)
+        if len(consumers) != 1 or consumers[0].op != "lif":
+            raise _fail(node, "every conv2d must feed exactly one LIF (its membrane); "
+                              f"found consumers {[c.name for c in consumers]}")
+        lif = consumers[0]
+        x_max = self.ranges.fan_in(node, [self.bounds[i] for i in node.inputs])
+        src = self.out[node.inputs[0]]
+        scale = attr(src, "input_scale") if src.op == "input" else None
+        levels = 1.0 if scale is None else float(scale)
+        if levels != 1.0 and len(node.inputs) != 1:
+            raise _fail(node, "a graded image input must be the conv's only input")
+        observed = None if self.calibration is None else self.calibration.get(node.name)
+        w_int, lif_params, info = _quantize_lif_layer(
+            node, lif, x_max, levels, observed, self.options, self.hints.get(lif.name))
+        self.emit(Node(node.name, "conv2d", node.inputs, node.shape,
+                       {"weight": w_int.astype(np.int8)},
+                       {**node.attrs, "weight_exp": 0,
+                        "graded_input": _is_graded(self.out, node.inputs)}))
+        self.layers[lif.name] = {"input": node.name, **info}
+        self.pending_lif[lif.name] = lif_params
+
+    def op_lif(self, node: Node) -> None:
+        src = self.graph[node.inputs[0]]
+        if node.name in self.pending_lif:
+            params = self.pending_lif.pop(node.name)
+        elif src.op == "spiking_attention" and len(node.inputs) == 1:
+            return  # emitted together with the attention node
+        else:
+            raise _fail(node, "a LIF must be fed by one conv2d or one spiking_attention")
+        self.emit(Node(node.name, "loihi_lif", node.inputs, node.shape, params,
+                       {"tau": attr(node, "tau"), "v_threshold": attr(node, "v_threshold"),
+                        "scale": self.layers[node.name]["scale"],
+                        **{k: node.attrs[k] for k in ("r", "spike_if") if k in node.attrs}}))
+
+    def op_spiking_attention(self, node: Node) -> None:
+        lifs = self.graph.consumers(node.name)
+        if len(lifs) != 1 or lifs[0].op != "lif":
+            raise _fail(node, "spiking attention must feed exactly one LIF")
+        if lif_attrs(lifs[0])[2:] != (1.0, ">="):
+            raise _fail(lifs[0], "the attention LIF must be the paper's (r = 1, fire on >=)")
+        for role, src in zip(("q", "k", "v"), node.inputs):
+            if self.out[src].op != "loihi_lif":
+                raise _fail(node, f"input {role} ('{src}') must be binary LIF spikes")
+        g, params, info = _quantize_attention_lif(node, lifs[0], self.graph.time_steps)
+        self.emit(Node(node.name, "spiking_attention", node.inputs, node.shape, {},
+                       {**node.attrs, "gain": g}))
+        self.emit(Node(lifs[0].name, "loihi_lif", [node.name], lifs[0].shape, params,
+                       {"tau": attr(lifs[0], "tau"), "v_threshold": attr(lifs[0], "v_threshold"),
+                        "scale": info["scale"], "exact": info["exact"]}))
+        self.layers[lifs[0].name] = {"input": node.name, "gain": g, **info}
+
+    def op_sumpool2d(self, node: Node) -> None:
+        self.emit(node.copy())
+
+    def op_threshold(self, node: Node) -> None:
+        if self.out[node.inputs[0]].op != "sumpool2d":
+            raise _fail(node, "only the max-pool rewrite's threshold is supported")
+        self.emit(node.copy())
+
+    def op_sum(self, node: Node) -> None:
+        self.emit(node.copy())
+
+    def op_token_time_mean(self, node: Node) -> None:
+        self.emit(Node(node.name, "token_time_sum", node.inputs, node.shape, {}, {}))
+
+    def op_affine(self, node: Node) -> None:
+        src = self.graph[node.inputs[0]]
+        if src.op != "token_time_mean":
+            raise _fail(node, "only the classification head (affine after the token/time "
+                              "mean) is supported")
+        tokens = token_count(self.graph[src.inputs[0]])
+        self.emit(_quantize_head(node, self.graph.time_steps * tokens))
+
+    def op_output(self, node: Node) -> None:
+        self.emit(node.copy())
 
 
 def _is_graded(graph: Graph, inputs) -> bool:
     """True unless every input is a binary spike source (LIF / threshold / event input)."""
     def binary(node: Node) -> bool:
-        return node.op in ("loihi_lif", "threshold") or (
-            node.op == "input" and attr(node, "encoding") == "spikes")
+        return OPS[node.op].emits_spikes(node.attrs)
     return not all(binary(graph[i]) for i in inputs) or len(inputs) > 1
 
 
