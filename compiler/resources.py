@@ -3,7 +3,7 @@
 Level: QUANTIZED graphs (the quantize pass's output, what the Lava backend lowers). Both
 :func:`network_size` and :func:`loihi_estimate` are one walk of :class:`Footprint`, an
 :class:`~compiler.interpreter.Interpreter` with one ``op_<name>`` handler per quantized op
-(tests/test_resources.py asserts that none is missing). A node's value is what its output
+(tests/test_compiler/test_resources.py asserts that none is missing). A node's value is what its output
 costs a population that reads it, as input synapses (:class:`Synapses`): a conv's stored
 weights and connections, a sum pool's all-ones kernel, one identity synapse per neuron for
 everything else; a population's fan-in adds its inputs' values. The handlers record the

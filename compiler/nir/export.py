@@ -24,7 +24,7 @@ left-out node become the fragment's outputs.
 
 The handler table: ``_Exporter`` has one ``op_<name>`` handler per op of the float IR after the
 float passes (``compiler.ops.ops_at(FLOAT, after_passes=True)``;
-tests/test_nir_export.py asserts that none is missing). Each handler is marked with
+tests/test_compiler/nir/test_export.py asserts that none is missing). Each handler is marked with
 :func:`writes`: the NIR node type it writes under the IR node's name (None: no node, only
 edges) and whether stock NIR consumers execute what the op means. Those marks are the only
 description of the mapping: the portable cut (:func:`is_stock`) and the importer's type check

@@ -6,7 +6,7 @@ input and returns a new, validated Graph whose surviving nodes keep their names.
 
 ``FLOAT_PASSES`` is the pipeline in order; every op whose registry entry says ``removed_by``
 (compiler/ops.py) names one of them, so their output holds only
-``ops_at(FLOAT, after_passes=True)`` (tests/test_passes_float.py checks both).
+``ops_at(FLOAT, after_passes=True)`` (tests/test_compiler/test_passes_float.py checks both).
 """
 from __future__ import annotations
 

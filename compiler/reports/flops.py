@@ -19,7 +19,7 @@ counts its synapses).
 
 Levels: every op of float graphs (before and after the float passes: the paper tables count
 the frontend's graph) and of quantized graphs (same node names). :class:`SynapticCounter` has
-one ``op_<name>`` handler per op of both levels (tests/test_resources.py asserts that none is
+one ``op_<name>`` handler per op of both levels (tests/test_compiler/test_resources.py asserts that none is
 missing); ops without synapses return no layer.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ products are provably exact (``loihi_numerics.exact_matmul.exact_dtype`` on the 
 ``N d max|q| max|k| max|v|``, which bounds every partial sum of either association), so
 both orders give the same exact integers. This module does not use the reference
 executor: the tests compare its results with the reference's attention counts
-(tests/test_lava_attention_model.py), so the agreement is checked, not built in.
+(tests/test_deploy/test_lava_attention_model.py), so the agreement is checked, not built in.
 """
 from __future__ import annotations
 

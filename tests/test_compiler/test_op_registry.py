@@ -6,37 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.float_exec import FloatExecutor
 from compiler.ir import Graph, IRError, Node
-from compiler.nir.export import _Exporter
 from compiler.ops import FLOAT, OPS, QUANTIZED, handled_ops, missing_handlers, ops_at
 from compiler.passes import FLOAT_PASSES
-from compiler.passes.quantize import Quantizer, ValueRange
 from compiler.reference import ReferenceExecutor
-from compiler.reports.flops import SynapticCounter
-from compiler.resources import Footprint
-
-#: (consumer, handler class, level it serves, only after the float passes?)
-CONSUMERS = [
-    ("float executor", FloatExecutor, FLOAT, False),
-    ("reference executor", ReferenceExecutor, QUANTIZED, False),
-    ("quantize: float -> Loihi rewrite", Quantizer, FLOAT, True),
-    ("quantize: value ranges", ValueRange, QUANTIZED, False),
-    ("NIR export", _Exporter, FLOAT, True),
-    ("FLOP / energy count (float graphs)", SynapticCounter, FLOAT, False),
-    ("FLOP / energy count (quantized graphs)", SynapticCounter, QUANTIZED, False),
-    ("Loihi 2 resource estimate", Footprint, QUANTIZED, False),
-]
-
-
-def lava_consumers():
-    from deploy.lava.lowering import Lowering
-    return [("Lava lowering (fixed point)", Lowering, QUANTIZED, True),
-            ("Lava lowering (floating point)", Lowering, FLOAT, True)]
-
-
-def all_consumers():
-    return CONSUMERS + lava_consumers()
+from support.consumers import CONSUMERS, all_consumers, lava_consumers
 
 
 @pytest.mark.parametrize("name,cls,level,after_passes", CONSUMERS)

@@ -45,7 +45,7 @@ from spikformer_neuro.model import build_model
 from spikformer_neuro.zoo import get_config
 from spikformer_neuro.testing import densely_firing_model, random_input
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 # the shipped checkpoint (tracked); runs/ holds the training run's copy (ignored by git)
 DIGITS_CKPT = next((p for p in (ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth",
                                 ROOT / "runs" / "digits-tiny.pth") if p.exists()),

@@ -31,8 +31,9 @@ from compiler.passes import float_passes
 from compiler.passes.quantize import QuantizeOptions, quantize
 from compiler.reference import run_reference
 from spikformer_neuro.data import load_dataset
+from support.paths import NIR_FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "nir" / "snntorch_digits_mlp.nir"
+FIXTURE = NIR_FIXTURES / "snntorch_digits_mlp.nir"
 GRID_FIXTURE = FIXTURE.with_name("snntorch_digits_mlp_grid.nir")
 T = 8
 

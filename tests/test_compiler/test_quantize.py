@@ -18,6 +18,7 @@ from loihi_numerics.grid import (BIAS_MANT_MAX, STATE_LIMIT, VTH_MAX, WEIGHT_MAN
                                          bias_exponent, layer_grid)
 from spikformer_neuro.neuron import lif_multistep
 from spikformer_neuro.testing import firing_model as micro_model
+from support.graphs import build_graph
 
 MICRO = ["test-micro", "test-micro-events"]
 
@@ -296,10 +297,7 @@ def test_attention_gain_when_exactness_is_impossible():
 # -- refusals name the layer --------------------------------------------------------------------
 
 def _graph(nodes, t=2):
-    g = Graph(meta={"time_steps": t, "stage": "float"})
-    for n in nodes:
-        g.add(n)
-    return g.validate()
+    return build_graph(nodes, t, stage="float")
 
 
 def _lif(name, src, shape):

@@ -23,17 +23,14 @@ from compiler.reports.flops import first_conv, synaptic_layers
 from compiler.reports.paper import counting_check, implied, zoo_flops
 from spikformer_neuro.testing import firing_model
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+from support.paths import DIGITS_CKPT, ROOT
+DIGITS = DIGITS_CKPT
 
 
 @pytest.fixture(scope="module")
-def micro():
-    """test-micro (8x8 input, D = 16, 2 heads, 4x4 tokens, T = 2) quantized, with a batch."""
-    model = firing_model("test-micro")
-    graph = quantize(float_passes(model_to_ir(model)))
-    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    return graph, x
+def micro(micro_quantized):
+    """test-micro quantized, with a batch (conftest.py)."""
+    return micro_quantized
 
 
 # -- FLOPs ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from spikformer_neuro.model import SSA
 from spikformer_neuro.neuron import MultiStepLIF, lif_multistep
 from spikformer_neuro.zoo import get_config
 from spikformer_neuro.testing import firing_model
+from support.graphs import build_graph
 
 MICRO = ["test-micro", "test-micro-events"]
 
@@ -123,10 +124,7 @@ def test_wrong_input_shape_is_rejected():
 # -- op contracts on hand-built graphs ---------------------------------------------------------
 
 def _graph(nodes, t=2):
-    g = Graph(meta={"time_steps": t})
-    for n in nodes:
-        g.add(n)
-    return g.validate()
+    return build_graph(nodes, t)
 
 
 def _tail(src, d, k=2, shape=None):

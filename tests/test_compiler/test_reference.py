@@ -20,6 +20,7 @@ from compiler.encoding import encode_integer
 from compiler.reference import attention_counts, run_reference
 from spikformer_neuro.zoo import get_config
 from spikformer_neuro.testing import firing_model
+from support.graphs import build_graph
 
 HYP = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -42,10 +43,7 @@ def _conv(name, src, weight, shape, graded, stride=1, padding=0):
 
 
 def _graph(nodes, t):
-    g = Graph(meta={"time_steps": t, "stage": "quantized"})
-    for n in nodes:
-        g.add(n)
-    return g.validate()
+    return build_graph(nodes, t, stage="quantized")
 
 
 # -- graph A: graded static input, hand-computed --------------------------------------------------

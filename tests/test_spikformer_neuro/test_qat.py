@@ -20,8 +20,8 @@ from spikformer_neuro.model import ConvBNLIF, LinearBNLIF
 from spikformer_neuro.qat import disable_qat, enable_qat, snap_to_grid
 from spikformer_neuro.testing import firing_model as micro_model
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+from support.paths import DIGITS_CKPT, ROOT
+DIGITS = DIGITS_CKPT
 
 
 def grid_inputs(cfg, batch: int, seed: int) -> torch.Tensor:

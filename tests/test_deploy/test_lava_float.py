@@ -39,6 +39,7 @@ from deploy.lava.verify import verify_float_against_float_exec
 from spikformer_neuro.data import load_dataset
 from spikformer_neuro.testing import densely_firing_model
 from spikformer_neuro.zoo import get_config
+from support.paths import CHECKPOINTS
 
 T = 8                 # time steps (snntorch's image as a constant current every step)
 SAMPLES = 100         # digits test images per network
@@ -403,8 +404,7 @@ def test_digits_checkpoint_float_in_lava_float():
     """The shipped digits-tiny checkpoint's float graph (1 block, 31 Lava processes) on 2
     digits test images: identical to float_exec in every layer. Slow (~30 s on 2 cores):
     Lava's stock float Conv loops over channel pairs through scipy, ~1.4 s per step here."""
-    ckpt = Path(__file__).resolve().parents[1] / "spikformer_neuro" / "checkpoints" / \
-        "digits-tiny.pth"
+    ckpt = CHECKPOINTS / "digits-tiny.pth"
     graph = float_passes(checkpoint_to_ir(ckpt))
     _spikformer_float_check(graph, digits_test(2)[0])
 

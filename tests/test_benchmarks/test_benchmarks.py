@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package
 
 from benchmarks import markdown, scaling  # noqa: E402
@@ -19,6 +19,7 @@ from benchmarks.suite import PARTS, main, parse_parts  # noqa: E402
 THREADS = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
+@pytest.mark.lava
 @pytest.mark.slow  # about a minute on an idle 2-core machine: 12 processes, each importing Lava
 def test_quick_suite_end_to_end(tmp_path):
     """`python -m benchmarks.suite --quick`: every part measured in its own process, the table

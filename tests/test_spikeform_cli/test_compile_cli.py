@@ -10,8 +10,8 @@ import pytest
 
 from compiler.serialize import load_graph
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+from support.paths import DIGITS_CKPT, ROOT
+DIGITS = DIGITS_CKPT
 
 
 def compile_cli(tmp: Path, *args, model=DIGITS, out="art", report="r.json"):
@@ -135,12 +135,14 @@ def _assert_clean_failure(tmp: Path, proc, *needles):
     assert list((tmp / "tmpdir").iterdir()) == []
 
 
+@pytest.mark.lava
 def test_missing_checkpoint(tmp_path):
     missing = tmp_path / "nope.pth"
     proc = compile_cli(tmp_path, model=missing)
     _assert_clean_failure(tmp_path, proc, str(missing), "does not exist")
 
 
+@pytest.mark.lava
 def test_corrupt_checkpoint(tmp_path):
     bad = tmp_path / "model.pth"
     bad.write_bytes(np.random.default_rng(0).bytes(4096))
@@ -168,6 +170,7 @@ def test_nonpositive_samples(tmp_path, n):
     _assert_clean_failure(tmp_path, proc, "--samples", n)
 
 
+@pytest.mark.lava
 def test_unrepresentable_hints_fail_late_without_writing(tmp_path, capsys):
     """The checkpoint loads and the data set too; quantization then refuses a QAT hint that
     would overflow the 8-bit weights: the error names the layer and nothing is written."""
@@ -198,6 +201,7 @@ def _save_modified(tmp: Path, mutate, hints: bool = True) -> Path:
                            quantization=ckpt.quantization if hints else None)
 
 
+@pytest.mark.lava
 def test_unsupported_layer_in_the_checkpoint_is_named(tmp_path, capsys):
     """A model with a layer the Spikformer architecture (and so the compiler) does not have:
     its parameters appear in the checkpoint under a key no supported layer owns."""
@@ -226,12 +230,14 @@ def _huge_weight(model):
     (_big_bias, True, ("sps.stages.0.conv", "bias 1e+07", "13-bit mantissa")),
     (_huge_weight, False, ("blocks.0.mlp.fc1.lif", "limited by weights")),
 ])
+@pytest.mark.lava
 def test_out_of_range_parameter_is_named_not_clipped(tmp_path, capsys, mutate, hints, needles):
     path = _save_modified(tmp_path, mutate, hints)
     proc = compile_main(tmp_path, capsys, "--samples", "8", model=path)
     _assert_clean_failure(tmp_path, proc, *needles)
 
 
+@pytest.mark.lava
 def test_invalid_batchnorm_statistics_are_named(tmp_path, capsys):
     def negative_variance(model):
         model.sps.stages[0].bn.running_var[0] = -5.0
@@ -243,6 +249,7 @@ def test_invalid_batchnorm_statistics_are_named(tmp_path, capsys):
 
 # -- output locations the run could not write, or would destroy -----------------------------------
 
+@pytest.mark.lava
 def test_refuses_to_replace_a_directory_that_is_not_an_artifact(tmp_path, capsys):
     proj = tmp_path / "art"
     (proj / "sub").mkdir(parents=True)
@@ -255,6 +262,7 @@ def test_refuses_to_replace_a_directory_that_is_not_an_artifact(tmp_path, capsys
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "tmpdir"]
 
 
+@pytest.mark.lava
 def test_refuses_an_output_that_is_a_file(tmp_path, capsys):
     target = tmp_path / "art"
     target.write_bytes(b"not a directory")
@@ -264,6 +272,7 @@ def test_refuses_an_output_that_is_a_file(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "tmpdir"]
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("report, needle", [("rdir", "is a directory"),
                                             ("afile/r.json", "is not a directory")])
 def test_unwritable_report_fails_before_writing_anything(tmp_path, capsys, report, needle):
@@ -286,6 +295,7 @@ def test_other_bad_numbers_are_refused_before_any_work(tmp_path, capsys, args, n
     _assert_clean_failure(tmp_path, proc, needle)
 
 
+@pytest.mark.lava
 def test_lava_target_verifies_every_spike_and_logit(tmp_path, capsys):
     proc = compile_main(tmp_path, capsys, "--target", "lava-sim", "--samples", "4")
     assert proc.returncode == 0, proc.stderr
@@ -301,6 +311,7 @@ def test_lava_target_verifies_every_spike_and_logit(tmp_path, capsys):
     assert report["accuracy"]["lava"] == report["accuracy"]["reference"]
 
 
+@pytest.mark.lava
 def test_float_lava_target_matches_the_float_executor(tmp_path, capsys):
     """lava-sim-float: the float graph on Lava's floating-point models, attention included."""
     proc = compile_main(tmp_path, capsys, "--target", "lava-sim-float", "--samples", "2")
@@ -313,6 +324,7 @@ def test_float_lava_target_matches_the_float_executor(tmp_path, capsys):
     assert "Lava vs float" in proc.stdout
 
 
+@pytest.mark.lava
 def test_lava_mismatch_exits_3_and_writes_no_artifact(tmp_path, capsys, monkeypatch):
     import deploy.lava.verify as verify
 
@@ -332,6 +344,7 @@ def test_lava_mismatch_exits_3_and_writes_no_artifact(tmp_path, capsys, monkeypa
     assert json.loads((tmp_path / "r.json").read_text())["mismatches"]["spikes"] == 1
 
 
+@pytest.mark.lava
 def test_hints_of_another_model_are_refused(tmp_path, capsys):
     """QAT hints naming a layer the model does not have (a checkpoint edited or assembled
     from two models) are an error, not silently half-used."""
@@ -431,25 +444,3 @@ def test_targets_and_data_helpers():
     batches = list(batches)
     assert count == 3 and [len(b[1]) for b in batches] == [3, 3, 1]
     assert isinstance(batches[0][1], np.ndarray) and np.array_equal(batches[0][1], y[:3])
-
-
-def test_layers_compiler_and_model_never_import_the_layers_above():
-    """compiler/ never imports deploy or the CLI; spikformer_neuro/ never imports the compiler,
-    deploy or the CLI (docs/architecture.md: data flows one way)."""
-    import ast
-
-    forbidden = {"compiler": ("deploy", "spikeform_cli"),
-                 "spikformer_neuro": ("compiler", "deploy", "spikeform_cli")}
-    offenders = []
-    for package, banned in forbidden.items():
-        for path in sorted((ROOT / package).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                else:
-                    continue
-                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
-                              if n.split(".")[0] in banned]
-    assert offenders == []

@@ -10,8 +10,9 @@ from compiler.reference import run_reference
 from compiler.serialize import load_graph
 from spikeform_cli.run import main as run_main, shard_range
 from spikformer_neuro.data import load_dataset
+from support.paths import DIGITS_CKPT, NIR_FIXTURES
 
-DIGITS = Path(__file__).resolve().parents[1] / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+DIGITS = DIGITS_CKPT
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def _test_images(n):
             np.array([ds[i][1] for i in range(n)]))
 
 
+@pytest.mark.lava
 def test_the_commands_target_names_are_the_backends():
     """spikeform-compile and -run share one tuple of target names (spikeform_cli.common),
     without importing Lava to check an argument; it must name what the backend runs."""
@@ -45,6 +47,7 @@ def test_shards_partition_the_samples():
             assert sum(parts, []) == list(range(total))
 
 
+@pytest.mark.lava
 def test_run_equals_reference_with_probes_and_shards(artifact, tmp_path):
     graph = load_graph(artifact)
     x, y = _test_images(6)
@@ -63,6 +66,7 @@ def test_run_equals_reference_with_probes_and_shards(artifact, tmp_path):
     assert np.array_equal(np.concatenate(probes, axis=1), ref.outputs["blocks.0.attn.q.lif"])
 
 
+@pytest.mark.lava
 def test_user_inputs_from_npy_with_labels(artifact, tmp_path, capsys):
     x, y = _test_images(3)
     np.save(tmp_path / "x.npy", x)
@@ -82,11 +86,13 @@ def test_user_inputs_from_npy_with_labels(artifact, tmp_path, capsys):
     (["--target", "loihi2"], "lava-loihi"),
     (["--samples", "0"], "--samples must be >= 1"),
 ])
+@pytest.mark.lava
 def test_bad_arguments_exit_2_with_a_message(artifact, capsys, extra, message):
     assert run_main([str(artifact), *extra]) == 2
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.lava
 def test_a_missing_data_set_names_the_flag(artifact, tmp_path, capsys):
     """The artifact's data set is loaded by the shared helper; its errors name --data-dir."""
     import shutil
@@ -107,6 +113,7 @@ def test_a_missing_data_set_names_the_flag(artifact, tmp_path, capsys):
     assert "names no data set; pass --input" in capsys.readouterr().err
 
 
+@pytest.mark.lava
 def test_bad_inputs_exit_2(artifact, tmp_path, capsys):
     np.save(tmp_path / "wrong.npy", np.zeros((2, 1, 5, 5), np.float32))
     assert run_main([str(artifact), "--input", str(tmp_path / "wrong.npy")]) == 2
@@ -115,10 +122,11 @@ def test_bad_inputs_exit_2(artifact, tmp_path, capsys):
     assert "missing graph.json" in capsys.readouterr().err
 
 
+@pytest.mark.lava
 def test_artifact_compiled_from_a_foreign_nir_file_runs_on_its_data_set(tmp_path):
     """An snntorch graph's artifact has no model config: spikeform-run takes the image size
     and time steps from the graph itself, and Lava equals the reference executor."""
-    nir_file = Path(__file__).parent / "fixtures" / "nir" / "snntorch_digits_mlp.nir"
+    nir_file = NIR_FIXTURES / "snntorch_digits_mlp.nir"
     art = tmp_path / "mlp.compiled"
     assert compile_main([str(nir_file), "--target", "reference", "--no-verify", "--nir-convention",
                          "snntorch", "--time-steps", "8", "--dataset", "digits", "-o", str(art),

@@ -16,8 +16,8 @@ from compiler.nir.export import _Exporter, is_stock, nir_type_of
 from compiler.ops import FLOAT, OPS, handled_ops, missing_handlers, ops_at
 from compiler.passes import float_passes
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+from support.paths import DIGITS_CKPT, ROOT
+DIGITS = DIGITS_CKPT
 
 
 @pytest.fixture(scope="module")

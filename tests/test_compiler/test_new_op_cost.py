@@ -117,7 +117,7 @@ def test_a_new_op_costs_one_entry_per_consumer_and_runs_end_to_end(spike_or, tmp
     from compiler.serialize import graph_to_bytes
     from compiler.encoding import encode_integer
     from deploy.lava import lower, run
-    from test_op_registry import all_consumers
+    from support.consumers import all_consumers
 
     # the completeness test is satisfied by exactly the handlers above
     for name, cls, level, after_passes in all_consumers():

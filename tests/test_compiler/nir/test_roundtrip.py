@@ -19,8 +19,8 @@ from spikformer_neuro.checkpoint import save_checkpoint
 from spikformer_neuro.data import load_dataset
 from spikformer_neuro.testing import firing_model
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+from support.paths import DIGITS_CKPT, ROOT
+DIGITS = DIGITS_CKPT
 
 
 def _roundtrip(graph, path):

@@ -12,8 +12,8 @@ import pytest
 
 from spikeform_cli.compile import main
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGITS = ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth"
+from support.paths import DIGITS_CKPT, ROOT
+DIGITS = DIGITS_CKPT
 
 
 def cli(capsys, *argv):
@@ -81,6 +81,7 @@ def test_a_nir_file_compiles_to_the_checkpoints_artifact(exported, tmp_path, cap
     assert report["samples"] == 8
 
 
+@pytest.mark.lava
 def test_a_nir_file_runs_in_lava_spike_for_spike(exported, tmp_path, capsys):
     # in-process, after the in-process reference runs above: Lava's import must still work
     # (tqdm's default multiprocessing lock used to fix the start method Lava sets on import)

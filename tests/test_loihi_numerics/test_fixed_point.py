@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from loihi_numerics import fixed_point as fp
 from loihi_numerics.fixed_point import LifParams, conv_accumulate, lif_step, wrap_signed
 
-from lava_replicas import dense_accumulate, dense_weights, lif_reset_due
+from support.lava_replicas import dense_accumulate, dense_weights, lif_reset_due
 
 I32 = np.iinfo(np.int32)
 HYP = settings(max_examples=40, deadline=None,
@@ -163,6 +163,7 @@ def test_wrap_and_clip():
         == [1 << 23, 1 << 23, -(1 << 23) + 1]
 
 
+@pytest.mark.lava
 def test_dense_weights_hand():
     from lava.utils.weightutils import SignMode
     # mixed: clip to [-256, 255], drop 1 LSB (floor)
@@ -383,6 +384,7 @@ def _run_ours(p, u0, v0, a, reset_steps=None):
     return np.array(us), np.array(vs), np.array(ss, np.int64)
 
 
+@pytest.mark.lava
 @HYP
 @given(lif_case())
 def test_lif_matches_lava_model(case):
@@ -394,6 +396,7 @@ def test_lif_matches_lava_model(case):
         np.testing.assert_array_equal(o, r)
 
 
+@pytest.mark.lava
 def test_lif_corner_cases_match_lava_model():
     """The hand-computed 24-bit quirks, checked against Lava's own code."""
     from lava.proc.lif.models import PyLifModelBitAcc
@@ -414,6 +417,7 @@ def test_lif_corner_cases_match_lava_model():
                 1 << 23, 1 << 23, -(1 << 23) + 64, (1 << 23) - 64, 1 << 24, 0]
 
 
+@pytest.mark.lava
 @settings(max_examples=15, deadline=None)
 @given(lif_case(), st.integers(1, 4), st.integers(0, 6))
 def test_lif_reset_matches_lava_model(case, interval, offset):
@@ -427,6 +431,7 @@ def test_lif_reset_matches_lava_model(case, interval, offset):
         np.testing.assert_array_equal(o, r)
 
 
+@pytest.mark.lava
 @HYP
 @given(st.integers(1, 6), st.integers(1, 5), st.integers(-5, 5),
        st.integers(1, 8), st.sampled_from([0, 8, 24]),
@@ -477,6 +482,7 @@ def _lava_conv_model(w_lava, in_whc, stride, pad, dil, groups, nmb):
     return m
 
 
+@pytest.mark.lava
 @settings(max_examples=25, deadline=None)
 @given(conv_case())
 def test_conv_matches_lava_model(case):
@@ -567,6 +573,7 @@ class _Probes:
         return out
 
 
+@pytest.mark.lava
 def test_lava_run_dense_binary_lif_and_lifreset():
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.dense.process import Dense
@@ -598,6 +605,7 @@ def test_lava_run_dense_binary_lif_and_lifreset():
     assert data["lif"]["s_out"].sum() > 0
 
 
+@pytest.mark.lava
 def test_lava_run_dense_graded_overflow():
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.dense.process import Dense
@@ -629,6 +637,7 @@ def test_lava_run_dense_graded_overflow():
     assert np.abs(a).max() << 6 > 1 << 23
 
 
+@pytest.mark.lava
 def test_lava_run_conv_lif_and_graded_conv_wrap():
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.conv.process import Conv
