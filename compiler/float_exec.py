@@ -6,7 +6,8 @@ the Spikformer takes it and returns the logits plus, on request, every node's ou
 Input batch
     ``[B, C, H, W]`` static images, repeated over ``graph.time_steps`` steps, or
     ``[B, T, C, H, W]`` event frames when the input node's ``attrs["encoding"] == "spikes"``
-    (checked by :func:`compiler.encoding.check_batch`, the message every executor gives).
+    (checked by :func:`compiler.encoding.check_batch`, the message every executor gives);
+    ``[B, K]`` / ``[B, T, K]`` for a network whose input is a vector (``compiler.encoding``).
 
 Recorded outputs
     ``FloatResult.outputs[name]`` is ``[T, B, *node.shape]`` (time first, map layout: a token
@@ -72,7 +73,7 @@ import torch.nn.functional as F
 
 from spikformer_neuro.neuron import lif_multistep
 
-from .encoding import SPIKES, check_batch, normalisation
+from .encoding import SPIKES, as_maps, check_batch, normalisation
 from .interpreter import Interpreter, where
 from .ir import Graph, IRError, Node, lif_attrs
 from .layout import map_to_tokens, merge_heads, pair, split_heads, tokens_to_map
@@ -177,6 +178,7 @@ class FloatExecutor(Interpreter):
                           "reference executor runs them); a float graph's input is 'analog' "
                           "or 'spikes'")
         self.batch = int(x.shape[0])
+        x = as_maps(self.graph, x)   # a vector batch [B, K] is the map [B, K, 1, 1]
         if enc == SPIKES:
             x = x.transpose(0, 1)
         else:

@@ -181,6 +181,25 @@ def lif_attrs(node: Node, fail: Optional[Callable[[str], Exception]] = None
     return tau, theta, r, rule
 
 
+def non_finite(values: np.ndarray) -> Optional[str]:
+    """None when ``values`` are real, finite numbers; else what is wrong with them (the
+    count of NaN and infinite values and the index of the first), for a message."""
+    kind = values.dtype.kind
+    if kind in "biu":
+        return None
+    if kind != "f":
+        return (f"has dtype {values.dtype}, not real numbers (bool, integer or float)")
+    finite = np.isfinite(values)
+    if finite.all():
+        return None
+    nan = int(np.isnan(values).sum())
+    inf = int(values.size - finite.sum()) - nan
+    first = np.argwhere(~finite)[0] if values.ndim else ()
+    parts = ([f"{nan} NaN"] if nan else []) + ([f"{inf} infinite"] if inf else [])
+    at = f" (first at index {list(int(i) for i in first)})" if values.ndim else ""
+    return f"holds {' and '.join(parts)} value{'s' if nan + inf > 1 else ''}{at}"
+
+
 def _validate_node(node: Node, level: Level, earlier: set) -> None:
     where = f"node '{node.name}' ({node.op})"
     spec = OPS.get(node.op)
@@ -200,6 +219,11 @@ def _validate_node(node: Node, level: Level, earlier: set) -> None:
             raise IRError(f"{where}: unknown parameter '{p}' (the op takes {sorted(allowed)})")
         if not isinstance(value, np.ndarray):
             raise IRError(f"{where}: parameter '{p}' must be a numpy array")
+        problem = non_finite(value)
+        if problem:
+            raise IRError(f"{where}: parameter '{p}' {problem}; a network with non-finite "
+                          "weights or statistics cannot be compiled: fix the model (retrain "
+                          "it, or repair the layer) and export it again")
     attrs = spec.attr_map
     for name, a in attrs.items():
         if level in a.required_at and name not in node.attrs:
@@ -213,6 +237,11 @@ def _validate_node(node: Node, level: Level, earlier: set) -> None:
         problem = a.check(value)
         if problem:
             raise IRError(f"{where}: attribute '{name}' {problem}")
+        if a.kind in ("float", "float_list"):
+            problem = non_finite(np.asarray(value, dtype=np.float64))
+            if problem:
+                raise IRError(f"{where}: attribute '{name}' {problem}; it must be a finite "
+                              "number: fix the model and export it again")
     for i in node.inputs:
         if i not in earlier:
             raise IRError(f"{where}: input '{i}' is not an earlier node")

@@ -9,18 +9,21 @@ command-line layer strings these together and writes the artifact and the report
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+import numpy as np
 import torch
 
 from spikformer_neuro.checkpoint import Checkpoint, load_checkpoint
 
 from .calibration import detect_input_grid, observed_synaptic_max
+from .encoding import SPIKES, describe_input, encoding_of, is_flat, sample_shape
 from .frontend import checkpoint_to_ir
-from .ir import Graph, IRError
+from .ir import Graph, IRError, non_finite
 from .passes import float_passes
 from .passes.quantize import QuantizeOptions, quantize
 
@@ -41,7 +44,8 @@ class Source:
     kind: str                 # "checkpoint" or "nir"
     graph: Graph              # float IR (a checkpoint's before float_passes, a NIR file's as read)
     dataset: Optional[str]    # data set name (None: a foreign NIR file given no dataset)
-    img_size: int             # side of the input images (the input node's H)
+    img_size: Optional[int]   # side of the input images (the input node's H); None when the
+                              # input is a vector [K] (compiler.encoding.sample_shape)
     time_steps: int
     model: str                # a name for reports
 
@@ -63,6 +67,7 @@ def load_source(path: Union[str, Path], *, nir_convention: Optional[str] = None,
 
     path = Path(path)
     if is_nir_file(path):
+        check_nir_numbers(path)
         graph = read_nir_file(path, convention=nir_convention, dt=nir_dt,
                               time_steps=time_steps, dataset=dataset)
         kind = "nir"
@@ -80,8 +85,68 @@ def load_source(path: Union[str, Path], *, nir_convention: Optional[str] = None,
     except IRError:
         raise IRError(f"{path}: the graph does not say how many time steps it runs "
                       f"(meta time_steps = {graph.meta.get('time_steps')!r})") from None
-    return Source(path, kind, graph, graph.meta.get("dataset") or dataset, int(inp.shape[1]),
-                  steps, model)
+    sample_shape(graph)   # a malformed graph meta 'sample_shape' is an IRError here
+    return Source(path, kind, graph, graph.meta.get("dataset") or dataset,
+                  None if is_flat(graph) else int(inp.shape[1]), steps, model)
+
+
+def with_spike_input(src: Source) -> Source:
+    """``src`` with its input read as spikes (``[B, T, *sample]`` spike trains) instead of
+    analog samples repeated over time. Only for a NIR file from another toolchain, whose
+    encoding is not in the file (the import guesses it from the data set's name); a
+    checkpoint or a spikeform NIR file fixes its own, and is refused (an IRError)."""
+    graph = src.graph
+    if encoding_of(graph) == SPIKES:
+        return src
+    if src.kind != "nir" or "nir_convention" not in graph.meta:
+        raise IRError(f"{src.path}: the network takes {describe_input(graph)}, not spike "
+                      "trains")
+    graph = graph.copy()
+    graph.input_node.attrs["encoding"] = SPIKES
+    return dataclasses.replace(src, graph=graph.validate())
+
+
+def check_nir_numbers(path: Union[str, Path]) -> None:
+    """Refuse a NIR file with a parameter that is not a real, finite number (NaN, infinity,
+    complex), naming the NIR node, its NIR type (the layer as the exporting toolchain wrote
+    it: Affine, Conv2d, LIF, ...) and the field. Checked on the file itself, before any
+    conversion could hide the value (a cast dropping an imaginary part) or turn it into a
+    misleading error further down (an 8-bit overflow, a per-neuron parameter)."""
+    import h5py
+
+    def type_of(group) -> str:
+        kind = group["type"][()] if "type" in group else b"?"
+        return kind.decode("utf8", "replace") if isinstance(kind, bytes) else str(kind)
+
+    def walk(group, prefix: str) -> None:
+        for key, node in group.get("nodes", {}).items():
+            kind = type_of(node)
+            if kind == "NIRGraph":
+                walk(node, f"{prefix}{key}/")
+                continue
+            for field, data in node.items():
+                if not isinstance(data, h5py.Dataset) or data.dtype.kind not in "fc":
+                    continue
+                values = np.asarray(data[()])
+                where = f"{path}: NIR node '{prefix}{key}' ({kind}): '{field}'"
+                if values.dtype.kind == "c":
+                    raise IRError(f"{where} holds complex numbers ({values.dtype}); NIR "
+                                  "parameters must be real: export the model again")
+                problem = non_finite(values)
+                if problem:
+                    raise IRError(f"{where} {problem}; a network with non-finite parameters "
+                                  "cannot be compiled: fix the model in its toolchain (retrain "
+                                  "it, or repair the layer) and export it again")
+
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["node"] if "node" in f else None
+            if root is not None:
+                walk(root, "")
+    except IRError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError):
+        return   # not readable as NIR here: read_nir_file names the problem
 
 
 def prepare_float(graph: Graph) -> Graph:

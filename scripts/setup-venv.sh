@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
-STAMP="$VENV/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
+LOCKS="pyproject.toml requirements.lock requirements-interop.lock"
+STAMP="$VENV/.installed-$(cat $LOCKS | sha256sum | cut -c1-16)"
 
 find_python310() {
   local candidates=()
@@ -22,7 +23,8 @@ find_python310() {
   return 1
 }
 
-if [ -f "$STAMP" ] && "$VENV/bin/python" -c 'import spikformer_neuro' 2>/dev/null; then
+if [ -f "$STAMP" ] && [ -f "$VENV/interop/.installed" ] \
+    && "$VENV/bin/python" -c 'import spikformer_neuro' 2>/dev/null; then
   exit 0
 fi
 if [ ! -x "$VENV/bin/python" ]; then
@@ -38,6 +40,15 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip<25"
 # The lock file pins every package; torch 2.3.1 from PyPI is the CUDA build (~5.6 GB).
 "$VENV/bin/python" -m pip install --quiet -c requirements.lock -e ".[test]"
+# The real norse and sinabs for the interop tests (tests/test_compiler/nir/test_norse.py,
+# test_sinabs.py), exact versions, in a folder of their own that only those tests put on
+# sys.path: sinabs declares nir<=1.0.4 and samna, which clash with our pins and are not needed
+# for NIR export and simulation, so they are installed without dependencies (they run on the
+# torch, nir and nirtorch above). Pure Python; about 10 s (norse builds from its sdist).
+rm -rf "$VENV/interop"
+"$VENV/bin/python" -m pip install --quiet --no-deps --target "$VENV/interop" \
+  -r requirements-interop.lock
+touch "$VENV/interop/.installed"
 rm -f "$VENV"/.installed-*
 touch "$STAMP"
 echo "environment ready: $VENV"

@@ -1,8 +1,11 @@
 """`spikeform-compile MODEL.pth|GRAPH.nir --target TARGET`: compile a network and verify it.
 
 The network comes from a spikeform-train checkpoint or a NIR file (ours, or another
-toolchain's with --nir-convention/--time-steps). `--target nir` exports it to a NIR file
-instead (optionally only its stock-executable part, --nir-portable). Otherwise it compiles to
+toolchain's with --nir-convention/--time-steps; its input an image or a vector). Calibration
+and verification samples come from the data set (the checkpoint's, or --dataset) or from the
+user's .npy files (--data, --labels, --calibration-data; report.json's "data" says which).
+`--target nir` exports it to a NIR file instead (optionally only its stock-executable part,
+--nir-portable). Otherwise it compiles to
 Loihi fixed point, verifies (unless --no-verify) on test samples -- the float
 model, the integer reference executor and, for the Lava targets, the network running in Lava,
 compared spike for spike with the reference -- and writes a self-contained artifact directory
@@ -30,16 +33,19 @@ from compiler.reports.compile_report import (COMPARED_WITH_FLOAT, COMPARED_WITH_
                                              LavaVerification, compile_report,
                                              nir_export_report)
 from compiler.reports.measure import measure
-from compiler.serialize import GRAPH_FILE, save_graph
+from compiler.serialize import ARTIFACT_FILES, GRAPH_FILE, save_artifact
 
 from spikeform_cli.common import (FLOAT_LAVA_TARGET, LAVA_TARGETS, NIR_TARGET, TARGETS, CliError,
-                                  OutputDir, Progress, check_report_file, check_target,
-                                  check_writable, compile_source, first_samples,
-                                  labelled_batches, require_lava, source_dataset, stack_samples,
-                                  write_json)
+                                  OutputDir, Progress, check_data_flags, check_output_file,
+                                  check_report_file, check_target, choose_samples,
+                                  compile_source, describe_samples, inside, json_bytes,
+                                  labelled_batches, require_lava, same_file, stack_samples,
+                                  write_or_fallback)
 from spikeform_cli.exit_codes import EXIT_VERIFICATION_FAILED, run_with_exit_codes
 
 DEFAULT_LAVA_SAMPLES = 32
+DEFAULT_CALIBRATION_SAMPLES = 256
+DEFAULT_MARGIN = 2.0
 REPORT_FILE = "report.json"
 #: library parameters this command's flags name otherwise than ``--`` + the parameter
 LIBRARY_FLAGS = {"portable": "--nir-portable"}   # compiler.nir.write_nir_file(portable=...)
@@ -68,18 +74,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="whose discretisation of tau and r the file uses")
     nir_in.add_argument("--time-steps", type=int, help="time steps per sample")
     nir_in.add_argument("--dataset", help="data set for calibration and verification "
-                                          "(e.g. digits)")
+                                          "(e.g. digits; or give your own with --data)")
     nir_in.add_argument("--nir-dt", type=float, help="the exporter's time step, where the "
                                                      "convention does not fix it")
+    data = p.add_argument_group(
+        "your own data (.npy, read without pickle) instead of the data set's test and "
+        "training splits")
+    data.add_argument("--data", metavar="X.npy",
+                      help="verification samples as the network takes them: [B, *input "
+                           "shape] in [0, 1] (e.g. [B, 64] for an MLP, [B, 1, 8, 8] for "
+                           "images), or binary spike trains [B, T, *input shape]; also the "
+                           "calibration samples unless --calibration-data is given")
+    data.add_argument("--labels", metavar="Y.npy",
+                      help="integer class labels of --data, one per sample (without them "
+                           "accuracy is not measured; spikes and logits still are)")
+    data.add_argument("--calibration-data", metavar="C.npy",
+                      help="calibration samples, shaped like --data (default: --data)")
     p.add_argument("--samples", type=int, help="test samples to verify on (default: "
-                   f"{DEFAULT_LAVA_SAMPLES} for the Lava targets, the whole test split for "
-                   "reference)")
-    p.add_argument("--calibration-samples", type=int, default=256,
-                   help="training samples used to calibrate the quantizer")
+                   f"{DEFAULT_LAVA_SAMPLES} for the Lava targets, the whole test split or "
+                   "all of --data for reference)")
+    p.add_argument("--calibration-samples", type=int,
+                   help="training samples (or the first of --calibration-data / --data) used "
+                        f"to calibrate the quantizer (default {DEFAULT_CALIBRATION_SAMPLES})")
     p.add_argument("--overflow", choices=("worst-case", "calibrated"), default="worst-case",
                    help="bound the 24-bit state provably, or from calibration data")
-    p.add_argument("--margin", type=float, default=2.0, help="headroom for --overflow calibrated")
-    p.add_argument("--data-dir", help="directory holding the data set files")
+    p.add_argument("--margin", type=float, help="headroom for --overflow calibrated (default "
+                                                f"{DEFAULT_MARGIN})")
+    p.add_argument("--data-dir", help="directory holding the data set files (not with "
+                                      "--data)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--report", help="also write the JSON report here")
     p.add_argument("--no-verify", action="store_true", help="compile only")
@@ -93,14 +115,20 @@ def _is_artifact(path: Path) -> bool:
 
 
 def _artifact_dir(path: Path) -> OutputDir:
-    return OutputDir(path, f"a compiled artifact (no {GRAPH_FILE})", _is_artifact)
+    """An artifact directory: replaced only when it holds nothing but files spikeform-compile
+    writes (ARTIFACT_FILES); a user's file in it makes the command refuse, naming it."""
+    return OutputDir(path, f"a compiled artifact (no {GRAPH_FILE})", _is_artifact,
+                     lambda _: ARTIFACT_FILES, writer="spikeform-compile")
 
 
-def _write_artifact(out: OutputDir, compiled: Compiled, report: dict) -> None:
-    """Build the artifact in a temporary sibling directory, then swap it in atomically."""
-    with out.build() as build:
-        save_graph(compiled.quantized, build)
-        write_json(build / REPORT_FILE, report)
+def _write_artifact(out: OutputDir, compiled: Compiled, report: dict) -> Optional[str]:
+    """Build the artifact (graph.json, tensors.bin, report.json and the manifest of all
+    three) in a temporary sibling directory, then swap it in atomically. None when done;
+    else where it could not go and where it was written instead."""
+    def fill(directory: Path) -> None:
+        save_artifact(compiled.quantized, directory, {REPORT_FILE: json_bytes(report)})
+
+    return out.write(fill, "the artifact")
 
 
 def _table(report: dict) -> str:
@@ -109,9 +137,12 @@ def _table(report: dict) -> str:
     def pct(v):
         return "not measured" if v is None else f"{100 * v:.2f} %"
 
+    data = report.get("data") or {}
     lines = [f"target            {report['target']}",
-             f"model             {report['model']} ({report['dataset']})",
+             f"model             {report['model']} ({report['dataset'] or 'no data set'})",
              f"artifact          {report['artifact']}",
+             f"calibrated on     {describe_samples(data.get('calibration'))}",
+             f"verified on       {describe_samples(data.get('verification'))}",
              f"samples           {report['samples']}",
              f"accuracy float    {pct(acc['float'])}",
              f"accuracy ref      {pct(acc['reference'])}",
@@ -167,10 +198,41 @@ def _check_source_flags(args: argparse.Namespace, source: Path) -> None:
                        "checkpoint, which names its own data set and time steps")
     if args.nir_portable and args.target != NIR_TARGET:
         raise CliError("--nir-portable only applies to --target nir")
+    if args.target == NIR_TARGET:
+        unused = [f for f, given in (("--samples", args.samples is not None),
+                                     ("--no-verify", args.no_verify),
+                                     ("--calibration-samples",
+                                      args.calibration_samples is not None),
+                                     ("--overflow calibrated", args.overflow == "calibrated"),
+                                     ("--margin", args.margin is not None),
+                                     ("--data-dir", args.data_dir is not None),
+                                     ("--data", args.data is not None),
+                                     ("--labels", args.labels is not None),
+                                     ("--calibration-data",
+                                      args.calibration_data is not None)) if given]
+        if unused:
+            raise CliError(f"{', '.join(unused)} do{'es' if len(unused) == 1 else ''} not "
+                           "apply to --target nir, which exports the float network without "
+                           "calibration or verification; drop "
+                           f"{'it' if len(unused) == 1 else 'them'}, or choose a compiling "
+                           "target")
+    if args.samples is not None and args.no_verify:
+        raise CliError(f"--samples {args.samples} has no effect with --no-verify (the samples "
+                       "are the verification's); drop one of them")
+    check_data_flags(args, verify=not args.no_verify,
+                     calibrate=args.calibration_samples != 0)
+    if args.overflow == "calibrated" and args.calibration_samples == 0:
+        raise CliError("--overflow calibrated bounds each layer from the values observed on "
+                       "calibration samples, and --calibration-samples 0 gives none; pass "
+                       "--calibration-samples N (e.g. 256), or use --overflow worst-case")
+    if args.margin is not None and args.overflow != "calibrated":
+        raise CliError(f"--margin {args.margin:g} only applies to --overflow calibrated (the "
+                       "worst-case bound needs no headroom); drop --margin, or add --overflow "
+                       "calibrated")
     if args.time_steps is not None and args.time_steps < 1:
         raise CliError(f"--time-steps must be >= 1, got {args.time_steps}")
-    if args.nir_dt is not None and not args.nir_dt > 0:
-        raise CliError(f"--nir-dt must be > 0, got {args.nir_dt}")
+    if args.nir_dt is not None and not (args.nir_dt > 0 and args.nir_dt < float("inf")):
+        raise CliError(f"--nir-dt must be > 0 and finite, got {args.nir_dt}")
 
 
 def _load(args: argparse.Namespace, path: Path) -> Source:
@@ -184,21 +246,27 @@ def _export_nir(args: argparse.Namespace, source: Path) -> int:
     from compiler.pipeline import prepare_float
 
     out = Path(args.output) if args.output else source.with_suffix(".nir")
-    if out.exists() and out.resolve() == source.resolve():
+    report_path = Path(args.report) if args.report else None
+    if same_file(out, source):
         raise CliError(f"the NIR output {out} is the input file; choose another -o/--output")
     if out.is_dir():
         raise CliError(f"NIR output {out} is a directory; give a file path with -o")
-    check_report_file(Path(args.report) if args.report else None)
-    check_writable(out)
+    if same_file(report_path, source) or same_file(report_path, out):
+        which = "input" if same_file(report_path, source) else "NIR output"
+        raise CliError(f"--report {report_path} is the {which} file; give another path")
+    check_report_file(report_path)
+    check_output_file(out, "-o/--output")
     start = time.perf_counter()
     src = _load(args, source)
     info = write_nir_file(prepare_float(src.graph), out, portable=args.nir_portable)
     report = nir_export_report(src, target=NIR_TARGET, nir_file=str(out), export=info.as_dict(),
                                seconds=time.perf_counter() - start)
-    if args.report:
-        write_json(Path(args.report), report)
+    failed = write_or_fallback(report_path, json_bytes(report), "the report") \
+        if report_path else None
     if args.json:
         print(json.dumps(report, sort_keys=True))
+        if failed:
+            raise CliError(failed)
         return 0
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(info.nir_nodes.items()))
     what = ("the stock-executable part of the network" if info.fragment else
@@ -215,6 +283,8 @@ def _export_nir(args: argparse.Namespace, source: Path) -> int:
         lines.append(f"left out          {len(info.left_out)} nodes from "
                      f"{', '.join(info.blockers)} on (no stock NIR equivalent)")
     print("\n".join(lines))
+    if failed:
+        raise CliError(failed)
     return 0
 
 
@@ -223,11 +293,11 @@ def run(args: argparse.Namespace) -> int:
     check_target(args.target)
     if args.samples is not None and args.samples < 1:
         raise CliError(f"--samples must be >= 1, got {args.samples}")
-    if args.calibration_samples < 0:
+    if args.calibration_samples is not None and args.calibration_samples < 0:
         raise CliError(f"--calibration-samples must be >= 0, got {args.calibration_samples}")
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not args.margin > 0:
+    if args.margin is not None and not args.margin > 0:
         raise CliError(f"--margin must be > 0, got {args.margin}")
     model_path = Path(args.model)
     _check_source_flags(args, model_path)
@@ -239,20 +309,35 @@ def run(args: argparse.Namespace) -> int:
     samples = args.samples if args.samples is not None else (
         DEFAULT_LAVA_SAMPLES if lava_target else None)
     out = _artifact_dir(Path(args.output) if args.output else model_path.with_suffix(".compiled"))
+    report_path = Path(args.report) if args.report else None
+    if inside(model_path, out.path) and model_path.exists():
+        raise CliError(f"the model {model_path} lies inside the output directory {out.path}, "
+                       "which is replaced as a whole; choose another -o/--output")
     out.check()
-    check_report_file(Path(args.report) if args.report else None)
+    if inside(report_path, out.path):
+        raise CliError(f"--report {report_path} lies inside the artifact directory {out.path}, "
+                       "which is replaced as a whole (and already holds report.json); give a "
+                       "path outside it")
+    if same_file(report_path, model_path):
+        raise CliError(f"--report {report_path} is the model file; give another path")
+    check_report_file(report_path)
     src = _load(args, model_path)
-    if src.dataset is None:
-        raise CliError(f"{model_path} does not name a data set for calibration and "
-                       "verification: pass --dataset NAME (e.g. digits)")
-    compiled, _ = compile_source(src, data_dir=args.data_dir,
-                                 calibration_samples=args.calibration_samples,
-                                 overflow=args.overflow, margin=args.margin,
-                                 progress=progress.over("calibration"))
+    calibration = (DEFAULT_CALIBRATION_SAMPLES if args.calibration_samples is None
+                   else args.calibration_samples)
+    src, calib_data, test_data = choose_samples(src, args, calibrate=calibration > 0,
+                                                verify=not args.no_verify)
+    compiled, n_calib = compile_source(
+        src, calib_data, calibration_samples=calibration, overflow=args.overflow,
+        margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+        progress=progress.over("calibration"))
+    data = {"calibration": {**calib_data.record, "samples": n_calib} if calib_data else None,
+            "verification": None}
 
     m, lava, run_seconds = None, None, 0.0
     if not args.no_verify:
-        test_ds = first_samples(source_dataset(src, "test", args.data_dir), samples)
+        test_data = test_data.first(samples)
+        data["verification"] = test_data.record
+        test_ds = test_data.dataset
         count, batches = labelled_batches(test_ds, args.batch_size)
         start = time.perf_counter()
         # float model vs reference executor: accuracies, per-layer agreement, energy
@@ -266,12 +351,17 @@ def run(args: argparse.Namespace) -> int:
         run_seconds = time.perf_counter() - start
     report = compile_report(compiled, src, m, lava, target=args.target, artifact=str(out.path),
                             run_seconds=run_seconds)
+    report["data"] = data   # where the calibration and verification samples came from
     exact = lava is None or lava.exact
-    if exact:
-        _write_artifact(out, compiled, report)
-    if args.report:
-        write_json(Path(args.report), report)
+    # results are never lost to a failure in writing them: what cannot go where it was asked
+    # to goes to $TMPDIR, and the command says where and exits 2
+    failed = [msg for msg in (
+        _write_artifact(out, compiled, report) if exact else None,
+        write_or_fallback(report_path, json_bytes(report), "the --report JSON")
+        if report_path else None) if msg]
     print(json.dumps(report, sort_keys=True) if args.json else _table(report))
+    if failed and exact:
+        raise CliError("; ".join(failed))
     if not exact:
         floating = lava.compared_with == COMPARED_WITH_FLOAT
         truth = "the float executor" if floating else "the reference executor"
@@ -280,7 +370,8 @@ def run(args: argparse.Namespace) -> int:
             f"the network running in Lava ({args.target}) differs from {truth}: "
             f"{lava.spike_mismatches} spike values and {getattr(lava, lava.decisive)} samples' "
             f"{what} differ (per layer: {lava.layer_mismatches}); no artifact was written. "
-            "This is a compiler bug: please report it with the model")
+            "This is a compiler bug: please report it with the model"
+            + "".join(f"; {msg}" for msg in failed))
     return 0
 
 
@@ -313,7 +404,8 @@ def _lava_verification(check, y, compared_with: str) -> LavaVerification:
     deploy: the report takes plain numbers)."""
     res = check.lava
     return LavaVerification(
-        samples=int(len(y)), accuracy=float((res.predictions == y).mean()),
+        samples=int(len(res.predictions)),
+        accuracy=None if y is None else float((res.predictions == y).mean()),
         compared_with=compared_with, spike_mismatches=check.spike_mismatches,
         spikes_compared=check.spikes_compared, layer_mismatches=check.layer_mismatches,
         logit_mismatches=check.logit_mismatches,

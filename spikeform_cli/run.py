@@ -2,6 +2,7 @@
 
     spikeform-run runs/digits-tiny.compiled --samples 100
     spikeform-run ART --input images.npy [--labels labels.npy] --out results.json
+    spikeform-run MLP_ART --input vectors.npy        # [B, K] for a network whose input is [K]
     spikeform-run ART --probe blocks.0.attn.q.lif --probe-out q_spikes.npz
     spikeform-run ART --samples 10000 --shard 2/4      # the third of four contiguous shards
 
@@ -19,15 +20,18 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from compiler.encoding import encode_integer
+from compiler.encoding import describe_input, encode_integer
 from compiler.ir import Graph, IRError
-from compiler.serialize import load_graph, write_atomic
+from compiler.serialize import load_graph
 
-from spikeform_cli.common import (LAVA_TARGETS, CliError, Progress, check_target, graph_dataset,
-                                  require_lava, write_json)
+from spikeform_cli.common import (LAVA_TARGETS, CliError, Progress, check_output_file,
+                                  check_target, graph_dataset, inside, json_bytes,
+                                  load_labels, load_samples, require_lava, same_file,
+                                  write_or_fallback)
 from spikeform_cli.exit_codes import run_with_exit_codes
 
 DEFAULT_SAMPLES = 32
+DEFAULT_PROBE_OUT = "probes.npz"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help=f"samples to run (default {DEFAULT_SAMPLES}; "
                                                "all of --input)")
     p.add_argument("--input", help=".npy of inputs as the model takes them: images [B, C, H, W] "
-                                   "in [0, 1], or event frames [B, T, C, H, W]")
+                                   "or vectors [B, K] (an MLP's input) in [0, 1], or binary "
+                                   "event frames [B, T, C, H, W] / spike trains [B, T, K]")
     p.add_argument("--labels", help=".npy of integer labels for --input (optional)")
     p.add_argument("--data-dir", help="data set directory (without --input: the artifact's "
                                       "data set, test split)")
@@ -47,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=64, help="samples per Lava run")
     p.add_argument("--probe", action="append", default=[], metavar="LAYER",
                    help="record this layer's spikes (repeatable)")
-    p.add_argument("--probe-out", default="probes.npz", help="where --probe spikes go")
+    p.add_argument("--probe-out", help=f"where --probe spikes go (default {DEFAULT_PROBE_OUT})")
     p.add_argument("--out", help="write results (predictions, accuracy, throughput) as JSON")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
@@ -69,25 +74,20 @@ def shard_range(total: int, i: int, n: int) -> range:
     return range(total * i // n, total * (i + 1) // n)
 
 
-def _load_npy(path: str, what: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)  # never unpickle user files
-    except (OSError, ValueError) as e:
-        raise CliError(f"cannot read {what} '{path}': {e}") from None
-
-
 def load_inputs(graph: Graph, args, count: Optional[int]):
-    """(float inputs, labels or None, first sample index) for this run's shard."""
+    """(number of samples, ``get(indices) -> (float inputs, labels or None)``). A user's
+    --input is checked whole before Lava starts (``spikeform_cli.common.load_samples``: the
+    shape, real finite numbers, [0, 1] or binary spikes), its --labels too."""
     if args.input:
-        x = _load_npy(args.input, "--input").astype(np.float32)
-        y = _load_npy(args.labels, "--labels").astype(np.int64) if args.labels else None
-        if y is not None and len(y) != len(x):
-            raise CliError(f"--labels has {len(y)} entries for {len(x)} inputs")
+        x = load_samples(graph, args.input, "--input")
+        y = (load_labels(args.labels, len(x), int(graph.output_node.shape[0]))
+             if args.labels else None)
         total = len(x) if count is None else min(count, len(x))
         get = lambda idx: (x[idx], None if y is None else y[idx])  # noqa: E731
     else:
         ds = graph_dataset(graph, "test", args.data_dir,
-                           missing="the artifact names no data set; pass --input images.npy")
+                           missing="the artifact names no data set; pass --input "
+                                   f"samples.npy ({describe_input(graph)})")
         total = min(DEFAULT_SAMPLES if count is None else count, len(ds))
 
         def get(idx):
@@ -97,6 +97,42 @@ def load_inputs(graph: Graph, args, count: Optional[int]):
     return total, get
 
 
+def _encode(graph: Graph, x: np.ndarray, args: argparse.Namespace) -> np.ndarray:
+    try:
+        return encode_integer(graph, x)
+    except ValueError as e:
+        source = f"--input '{args.input}'" if args.input else "the data set's samples"
+        raise CliError(f"{source} does not fit this network: {e}") from None
+
+
+def _check_outputs(args: argparse.Namespace) -> Tuple[Optional[Path], Optional[Path]]:
+    """(--out, --probe-out) checked before any work: creatable files, distinct, and none of
+    them a file this command reads (the inputs, the artifact's own files)."""
+    if args.probe_out and not args.probe:
+        raise CliError(f"--probe-out {args.probe_out} without --probe records nothing; name "
+                       "the layers with --probe LAYER, or drop --probe-out")
+    if args.labels and not args.input:
+        raise CliError("--labels goes with --input (the artifact's data set brings its own "
+                       "labels); add --input images.npy, or drop --labels")
+    if args.input and args.data_dir:
+        raise CliError("--data-dir is for the artifact's data set and has no effect with "
+                       "--input; drop one of them")
+    out = Path(args.out) if args.out else None
+    probe_out = Path(args.probe_out or DEFAULT_PROBE_OUT) if args.probe else None
+    if same_file(out, probe_out):
+        raise CliError(f"--out and --probe-out are the same file ({out}); give two paths")
+    for flag, path in (("--out", out), ("--probe-out", probe_out)):
+        for what, given in (("--input", args.input), ("--labels", args.labels)):
+            if given and same_file(path, Path(given)):
+                raise CliError(f"{flag} {path} is the {what} file, which would be overwritten; "
+                               "give another path")
+        if inside(path, Path(args.artifact)):
+            raise CliError(f"{flag} {path} lies inside the artifact {args.artifact}, whose files "
+                           "are checked against its manifest; write it elsewhere")
+        check_output_file(path, flag)
+    return out, probe_out
+
+
 def run(args: argparse.Namespace) -> int:
     progress = Progress(show=not (args.quiet or args.json))
     if args.samples is not None and args.samples < 1:
@@ -104,8 +140,14 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk < 1:
         raise CliError(f"--chunk must be >= 1, got {args.chunk}")
     shard_i, shard_n = parse_shard(args.shard)
+    out, probe_out = _check_outputs(args)
     graph = load_graph(args.artifact)
     check_target(args.target, LAVA_TARGETS)
+    total, get = load_inputs(graph, args, args.samples)
+    indices = np.asarray(shard_range(total, shard_i, shard_n))
+    if not len(indices):
+        raise CliError(f"--shard {args.shard} of {total} sample{'s' if total != 1 else ''} is "
+                       f"empty (more shards than samples); use at most {total} shards")
     require_lava(args.target)  # imports Lava: after the cheap checks
     from deploy.lava import LoweringError, lower
     from deploy.lava import run as lava_run
@@ -118,18 +160,13 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"cannot probe {unknown}: not layers of this network; probe-able: "
                        f"{', '.join(network.probe_names())}")
-    total, get = load_inputs(graph, args, args.samples)
-    indices = np.asarray(shard_range(total, shard_i, shard_n))
     preds, labels, probes, steps, seconds = [], [], {p: [] for p in args.probe}, 0, 0.0
     start = time.perf_counter()
     with progress.bar(len(indices), f"Lava ({args.target})", unit="sample") as bar:
         for lo in range(0, len(indices), args.chunk):
             idx = indices[lo:lo + args.chunk]
             x, y = get(idx)
-            try:
-                x_seq = encode_integer(graph, x)
-            except ValueError as e:
-                raise CliError(f"--input does not fit this network: {e}") from None
+            x_seq = _encode(graph, x, args)
             res = lava_run(network, x_seq, target=args.target, probes=args.probe)
             preds.append(res.predictions)
             if y is not None:
@@ -154,16 +191,21 @@ def run(args: argparse.Namespace) -> int:
                        "ms_per_step": 1e3 * seconds / steps if steps else None,
                        "wall_s": wall, "lava_steps": steps},
     }
-    if args.probe:
+    # results are never lost to a failure in writing them: what cannot go where it was asked
+    # to goes to $TMPDIR, and the command says where (after printing the results) and exits 2
+    failed = []
+    if probe_out is not None:
         # [T, B, C, H, W] per layer, samples in shard order; written whole or not at all
         import io
         buf = io.BytesIO()
         np.savez_compressed(buf, **{p: np.concatenate(v, axis=1) for p, v in probes.items()},
                             sample_indices=indices)
-        write_atomic(Path(args.probe_out), buf.getvalue())
-        results["probe_file"] = str(args.probe_out)
-    if args.out:
-        write_json(Path(args.out), results, sort_keys=False)
+        results["probe_file"] = str(probe_out)
+        failed.append(write_or_fallback(probe_out, buf.getvalue(), "the --probe-out spikes"))
+    if out is not None:
+        failed.append(write_or_fallback(out, json_bytes(results, sort_keys=False),
+                                        "the --out results"))
+    failed = [msg for msg in failed if msg]
     if args.json:
         print(json.dumps(results))
     else:
@@ -175,14 +217,17 @@ def run(args: argparse.Namespace) -> int:
         if tp["samples_per_s"]:
             print(f"throughput {tp['samples_per_s']:.1f} samples/s, {tp['ms_per_step']:.1f} ms/step "
                   f"({args.target})")
-        if args.probe:
-            print(f"probes     {', '.join(args.probe)} -> {args.probe_out}")
+        if probe_out is not None:
+            print(f"probes     {', '.join(args.probe)} -> {probe_out}")
+    if failed:
+        raise CliError("; ".join(failed))
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_with_exit_codes("spikeform-run", lambda: run(args), (CliError, IRError),
+    # OSError: e.g. an artifact file this user cannot read
+    return run_with_exit_codes("spikeform-run", lambda: run(args), (CliError, IRError, OSError),
                                interrupted="the Lava runtime was stopped")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 import time
@@ -38,13 +39,14 @@ from spikformer_neuro.zoo import config_names, get_config
 from spikformer_neuro.training.distributed import (
     DistContext,
     init_distributed,
+    loader_worker_ignores_stop_signals,
     same_on_every_rank,
     shutdown_distributed,
 )
 from spikformer_neuro.training.engine import evaluate, train_one_epoch
 from spikformer_neuro.training.schedule import warmup_cosine
 
-from spikeform_cli.common import CliError
+from spikeform_cli.common import CliError, check_output_file
 from spikeform_cli.exit_codes import EXIT_OK, run_with_exit_codes
 
 
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikeform-train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--list-configs", action="store_true", help="print the model zoo and exit")
-    p.add_argument("--config", help="model zoo configuration name (see --list-configs)")
+    p.add_argument("--config", help="model zoo configuration name (see --list-configs); with "
+                                    "--init/--resume optional, and it must be the checkpoint's")
     p.add_argument("--dataset", help=f"data set: {', '.join(dataset_names())}")
     p.add_argument("--data-dir", help="directory holding the data set files")
     p.add_argument("--epochs", type=int, default=10)
@@ -82,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--time-steps", type=int, help="override the configuration's time steps")
+    p.add_argument("--time-steps", type=int, help="override the configuration's time steps "
+                                                  "(not with --init/--resume: the checkpoint's "
+                                                  "own)")
     p.add_argument("--train-subset", type=int, help="use only the first N training samples")
     p.add_argument("--test-subset", type=int, help="evaluate on the first N test samples only")
     p.add_argument("--log", help="per-epoch JSON-lines log (default: <out>.log.jsonl)")
@@ -200,14 +205,67 @@ def _warn_if_init_split_differs(path: str, init, dataset: str, split: dict) -> N
               "so validation accuracy is optimistic; train it on the same split to avoid that")
 
 
+def _config_of_checkpoint(args: argparse.Namespace, cfg: SpikformerConfig, flag: str,
+                          path: str) -> SpikformerConfig:
+    """The configuration of the --init/--resume checkpoint; --config and --time-steps may
+    repeat it but never contradict it (they would be silently ignored: the weights fix the
+    architecture)."""
+    if args.config:
+        try:
+            wanted = get_config(args.config)
+        except KeyError as e:
+            raise CliError(str(e.args[0])) from None
+        if args.time_steps:
+            wanted = wanted.replace(time_steps=args.time_steps)
+        if wanted != cfg:
+            diffs = [f"{f.name} {getattr(wanted, f.name)!r} vs {getattr(cfg, f.name)!r}"
+                     for f in dataclasses.fields(cfg)
+                     if f.compare and getattr(wanted, f.name) != getattr(cfg, f.name)]
+            given = f"--config {args.config}" + (f" --time-steps {args.time_steps}"
+                                                 if args.time_steps else "")
+            drop = "--config and --time-steps" if args.time_steps else "--config"
+            raise CliError(f"{given} contradicts {flag} {path}, whose model is '{cfg.name}' "
+                           f"(--config vs the checkpoint: {'; '.join(diffs[:6])}): the "
+                           f"checkpoint's weights fix the configuration. Drop {drop} to "
+                           f"continue from {path} as it is, or train '{args.config}' from "
+                           f"scratch without {flag}")
+    elif args.time_steps and args.time_steps != cfg.time_steps:
+        raise CliError(f"--time-steps {args.time_steps} contradicts {flag} {path}, whose model "
+                       f"runs {cfg.time_steps} time steps: the checkpoint's configuration is "
+                       f"used as it is. Drop --time-steps, or train with --config "
+                       f"{cfg.name} --time-steps {args.time_steps} from scratch")
+    return cfg
+
+
+def _check_train_outputs(args: argparse.Namespace) -> None:
+    """--out, <out>.last.pth and the log: creatable files, checked before any training (a
+    checkpoint that cannot be written would otherwise lose the first epoch's work)."""
+    out = Path(args.out)
+    check_output_file(out, "--out")
+    check_output_file(_last_path(out), "--out (its <out>.last.pth)")
+    log = Path(args.log) if args.log else out.with_name(out.stem + ".log.jsonl")
+    check_output_file(log, "--log" if args.log else "--out (its <out>.log.jsonl)")
+
+
 def run(args: argparse.Namespace) -> int:
-    if not args.config or not args.dataset:
-        raise CliError("--config and --dataset are required (or use --list-configs)")
+    if not args.dataset or not (args.config or args.init or args.resume):
+        raise CliError("--config (or --init/--resume) and --dataset are required (or use "
+                       "--list-configs)")
+    if args.init and args.resume:
+        raise CliError("--init and --resume exclude each other: --resume continues a run "
+                       "from its <out>.last.pth (weights, optimizer and schedule), --init "
+                       "starts a new run from a checkpoint's weights; pass one")
+    if args.qat and args.qat_from_epoch is not None:
+        raise CliError(f"--qat trains on the Loihi grid from epoch 1, --qat-from-epoch "
+                       f"{args.qat_from_epoch} from a later one; pass one of them")
+    if args.time_steps is not None and args.time_steps < 1:
+        raise CliError(f"--time-steps must be >= 1, got {args.time_steps}")
     if args.epochs < 1:
         raise CliError(f"--epochs must be >= 1, got {args.epochs}")
     if not 0.0 <= args.val_fraction < 1.0:  # also refuses nan
         raise CliError(f"--val-fraction must be in [0, 1), got {args.val_fraction}; 0.1 holds "
                          "out 10 % of the training samples, 0 selects on the test split")
+    _check_train_outputs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _pick_device(args.device)
@@ -227,10 +285,10 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
         if resume.training_state is None:
             raise CliError(f"{args.resume} has no training state; resume from the "
                            f"'{_last_path(out).name}' file written next to --out")
-        cfg = resume.config
+        cfg = _config_of_checkpoint(args, resume.config, "--resume", args.resume)
     elif args.init:
         init = load_checkpoint(args.init)
-        cfg = init.config
+        cfg = _config_of_checkpoint(args, init.config, "--init", args.init)
     else:
         try:
             cfg = get_config(args.config)
@@ -267,11 +325,15 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
     train_loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None,
                               sampler=sampler, drop_last=len(train_ds) > args.batch_size,
                               num_workers=args.workers, generator=loader_gen,
-                              pin_memory=device.type == "cuda")
+                              pin_memory=device.type == "cuda",
+                              worker_init_fn=loader_worker_ignores_stop_signals)
+    # the loaders' workers leave SIGINT/SIGTERM/SIGHUP to this process (spikeform_cli.exit_codes)
     test_loader = DataLoader(test_ds, batch_size=max(args.batch_size, 256),
-                             num_workers=args.workers)
+                             num_workers=args.workers,
+                             worker_init_fn=loader_worker_ignores_stop_signals)
     val_loader = None if val_ds is None else DataLoader(
-        val_ds, batch_size=max(args.batch_size, 256), num_workers=args.workers)
+        val_ds, batch_size=max(args.batch_size, 256), num_workers=args.workers,
+        worker_init_fn=loader_worker_ignores_stop_signals)
     chosen_by = "test_accuracy" if val_ds is None else "val_accuracy"
 
     amp = device.type == "cuda" and not args.no_amp

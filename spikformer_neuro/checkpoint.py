@@ -230,6 +230,11 @@ def load_checkpoint(path: "str | os.PathLike[str]", *, verify_state_dict: bool =
         if mismatch:
             raise _error(path, f"its state dict does not match its model_config "
                                f"'{config.name}': {mismatch}")
+        problem = _non_finite(config, raw["state_dict"])
+        if problem:
+            raise _error(path, problem, "the weights are unusable (training diverged, or the "
+                                        "file was edited): retrain, or resume from an earlier "
+                                        "checkpoint, with spikeform-train")
     return Checkpoint(
         path=path, config=config, state_dict=raw["state_dict"], dataset=raw["dataset"],
         class_names=raw["class_names"], normalisation=raw["normalisation"],
@@ -359,6 +364,28 @@ def _expected_shapes(config: SpikformerConfig) -> Dict[str, torch.Size]:
     with torch.device("meta"):
         model = build_spikformer(config)
     return {name: t.shape for name, t in model.state_dict().items()}
+
+
+def _non_finite(config: SpikformerConfig, state: Dict[str, torch.Tensor]) -> str:
+    """The first tensor holding NaN or infinite values, named with its layer and the
+    layer's type (``sps.stages.0.bn.running_var`` of BatchNorm2d), or ''."""
+    for key, tensor in state.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        finite = torch.isfinite(tensor)
+        if bool(finite.all()):
+            continue
+        nan = int(torch.isnan(tensor).sum())
+        inf = int((~finite).sum()) - nan
+        with torch.device("meta"):
+            modules = dict(build_spikformer(config).named_modules())
+        layer, _, name = key.rpartition(".")
+        kind = type(modules[layer]).__name__ if layer in modules else "unknown layer"
+        counts = " and ".join(([f"{nan} NaN"] if nan else [])
+                              + ([f"{inf} infinite"] if inf else []))
+        return (f"tensor '{key}' ({name} of layer '{layer}', {kind}) holds {counts} "
+                f"value{'s' if nan + inf > 1 else ''} out of {tensor.numel()}")
+    return ""
 
 
 def _state_dict_mismatch(expected: Dict[str, torch.Size], found: Dict[str, torch.Tensor]) -> str:

@@ -5,6 +5,12 @@ test_compiler, test_deploy, test_spikeform_cli, test_benchmarks); shared helpers
 ``support`` (paths, hand-built graphs, the registry's consumer list, test-only Lava
 replicas). Every test that starts Lava or imports it is marked ``lava`` (all of test_deploy,
 plus the Lava cases elsewhere), so ``pytest -m "not lava"`` is the fast loop.
+
+Requirements a machine may lack (support/requirements.py has the rule): a test marked
+``needs_fashion_mnist`` skips when Debian's dataset-fashion-mnist is not installed, and the
+norse/sinabs interop tests skip when requirements-interop.lock is not installed, each with a
+reason naming the install command; ``SPIKEFORM_REQUIRE_TEST_DEPS=1`` (set by .ci/run) turns
+those skips into failures.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from support.paths import DIGITS_CKPT
+from support.requirements import require_fashion_mnist
 
 _LAVA_DIRS = ("test_deploy",)
 
@@ -21,6 +28,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(part in _LAVA_DIRS for part in Path(str(item.fspath)).parts):
             item.add_marker(pytest.mark.lava)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before any fixture: skip (or, under SPIKEFORM_REQUIRE_TEST_DEPS=1, fail) a test whose
+    requirement is missing."""
+    if item.get_closest_marker("needs_fashion_mnist"):
+        require_fashion_mnist()
 
 
 @pytest.fixture(scope="session")

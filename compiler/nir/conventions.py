@@ -9,8 +9,10 @@ its own meaning into ``tau`` and ``r``. The IR ``lif`` is one step of
     V[t] = H[t] (1 - S[t])                       (hard reset to 0)
 
 so a convention's job is: file (tau, r, dt) -> IR (tau, r, spike_if). The formulas below were
-read from the toolchains' own code (file and line named; snntorch 1.0.0 as installed,
-norse 1.1.0 and sinabs 3.1.3 from their published wheels/sdists).
+read from the toolchains' own code (file and line named; snntorch 1.0.0, norse 1.1.0 and
+sinabs 3.1.3 as installed) and checked against the libraries themselves: files from their
+own NIR writers, read here, give their own spikes exactly (tests/test_compiler/nir/
+test_snntorch_interop.py, test_norse.py, test_sinabs.py).
 
 snntorch (``snntorch/export_nir.py`` 66-79, ``snntorch/_neurons/leaky.py`` 238-240,
 ``snntorch/_neurons/neurons.py`` 80-81, ``snntorch/surrogate.py``: spike where ``mem - thr > 0``)
@@ -30,12 +32,23 @@ norse (``norse/torch/utils/import_nir.py`` 120-130, ``norse/torch/functional/lif
     The reader builds ``LIFBoxCell(tau_mem_inv = 1 / tau)`` with ``dt = 0.001`` and runs
     ``v += dt * tau_mem_inv * (i + v_leak - v)``, fires on ``v - v_th > 0``, resets to
     v_reset. It ignores r (it only logs a warning, import_nir.py 121), so r != 1 is refused
-    here rather than guessed. IR tau = tau/dt, r = 1, spike_if ">". CubaLIF (import_nir.py
-    97-118): a synapse LI cell with tau_syn, then ``r * syn`` into the LIF: exact as a LIF
-    when dt/tau_syn = 1 (the synapse copies its input), with gain r * w_in.
-    Note: norse's writer (``export_nir.py`` 37) stores ``tau = dt / tau_mem_inv``, i.e.
-    dt * tau_mem, which its own reader takes for tau_mem; this convention follows the
-    reader (what norse runs from a file).
+    here rather than guessed. IR tau = tau/dt, r = 1, spike_if ">". For a float32 file the
+    step factor ``k = dt * (1 / tau)`` is computed in float32 as norse's reader computes it
+    (``norse_step_factor``) and IR tau = 1/k: the float executor's ``(x - v) / tau`` is
+    norse's ``k * (x - v)`` bit for bit when k is a power of two, and differs from it by
+    at most the last bit of the step otherwise.
+    CubaLIF (import_nir.py 97-118): a synapse LI cell with tau_syn, then ``r * syn`` into
+    the LIF: exact as a LIF when dt/tau_syn = 1 (the synapse copies its input), with gain
+    r * w_in.
+    Checked against the real norse 1.1.0 (tests/test_compiler/nir/test_norse.py): its
+    writer (``export_nir.py`` 37, ``to_nir(module, sample, dt=0.001)``) stores
+    ``tau = dt / tau_mem_inv``, i.e. dt * tau_mem, which its own reader takes for tau_mem
+    (fixed upstream after 1.1.0, where the argument became ``time_scaling_factor = 1``).
+    This convention follows the reader and NIR (tau is the time constant): a file written
+    with ``to_nir(..., dt=1.0)`` holds tau_mem and gives norse's spikes exactly; a file
+    written with the default dt = 0.001 holds tau 1000 times too small, which is refused
+    (tau/dt < 1 step) with that explanation, or read correctly with
+    ``nir_dt = 0.001 * the cells' dt`` (1e-6 for norse's defaults).
 
 sinabs (``sinabs/nir.py`` 94-108 and 164-171, ``sinabs/layers/lif.py`` 79-80 and 121,
 ``sinabs/layers/functional/lif.py`` 20-29, ``sinabs/activation/spike_generation.py`` 122)
@@ -43,9 +56,17 @@ sinabs (``sinabs/nir.py`` 94-108 and 164-171, ``sinabs/layers/lif.py`` 79-80 and
     norm_input=False)``: ``v = alpha v + x`` with ``alpha = exp(-1/tau)``; the writer always
     writes r = 1 and the reader ignores r (refused here when != 1). SingleSpike fires on
     ``v - v_th >= 0``. IR tau = 1/(1 - exp(-1/tau)), r = IR tau (gain 1), spike_if ">=".
-    The file cannot say which spike/reset functions the layer used: sinabs' defaults
-    (MultiSpike, MembraneSubtract) have no IR equivalent, so this convention means a network
-    of SingleSpike + MembraneReset(0) layers. CubaLIF is not read by sinabs (refused).
+    sinabs holds tau_mem in float32 and computes ``alpha = torch.exp(-1.0 / tau_mem)`` in
+    float32: for a float32 file that alpha is recomputed the same way (``sinabs_alpha``) and
+    IR tau chosen so that ``float32(1 - 1/tau) == alpha`` (``tau_for_decay``), so the float
+    executor's ``decay * v + 1 * x`` is sinabs' ``alpha * v + x`` bit for bit (the float64
+    formula misses sinabs' alpha by one float32 step for about 3 % of time constants).
+    The file cannot say which spike/reset functions the layer used, nor ``norm_input``
+    (the writer writes r = 1 either way): sinabs' defaults (MultiSpike, MembraneSubtract,
+    norm_input=True) have no IR equivalent or another gain, so this convention means a
+    network of ``SingleSpike`` + ``MembraneReset()`` layers with ``norm_input=False``.
+    Checked against the real sinabs 3.1.3 (tests/test_compiler/nir/test_sinabs.py).
+    CubaLIF is not read by sinabs (refused).
 
 spikeform (our own export, docs/nir.md)
     Forward Euler at dt = 1: IR tau = tau/dt, r = r; spike_if from the node's metadata
@@ -118,6 +139,25 @@ def snntorch_beta(tau32: np.float32, dt: float) -> Optional[np.float32]:
         if 0 < x <= 1 and dt32 / x == tau32 and one - beta == x:
             return np.float32(beta)
     return None
+
+
+def norse_step_factor(tau32: np.float32, dt: float) -> np.float32:
+    """The float32 ``dt * tau_mem_inv`` norse runs for a file's tau: import_nir.py 123
+    computes ``tau_mem_inv = 1 / tau`` on a float32 tensor, lif_box.py 95 ``dt *
+    tau_mem_inv`` with the Python float dt rounded to float32 (as torch does for a scalar
+    operand). Both are single IEEE float32 operations, so numpy gives the same bits."""
+    inv = np.float32(1) / np.float32(tau32)
+    return np.float32(np.float32(dt) * inv)
+
+
+def sinabs_alpha(tau32: np.ndarray) -> np.ndarray:
+    """The float32 decays sinabs computes from a file's tau (sinabs/layers/lif.py 121:
+    ``torch.exp(-1.0 / tau_mem)`` on the float32 parameter, of the shape the file gives;
+    torch's float32 exp, not numpy's, because the two can differ in the last bit)."""
+    import torch
+
+    tau = torch.from_numpy(np.ascontiguousarray(tau32, dtype=np.float32))
+    return torch.exp(-1.0 / tau).numpy()
 
 
 def uniform(name: str, field: str, values: np.ndarray) -> float:
@@ -196,6 +236,19 @@ class NorseConvention(Convention):
             raise IRError(f"NIR node '{name}': r = {step.r:.6g}, but norse ignores r for LIF "
                           "(import_nir.py only warns), so the file's meaning is ambiguous; "
                           "fold r into the preceding weights or use another convention")
+        if step.tau < 1.0:
+            raise OptionError(
+                f"NIR node '{name}': tau / nir_dt = {step.tau:.6g} time steps (tau "
+                f"{step.tau * dt:.6g}, nir_dt {dt:g}); forward Euler needs at least one step. "
+                "norse 1.1.0's to_nir(module, sample, dt=0.001) writes dt * tau_mem instead "
+                "of tau_mem: export with to_nir(..., dt=1.0), or read such a file with "
+                "nir_dt = 0.001 * the cells' dt (1e-06 for norse's defaults)",
+                option="nir_dt")
+        tau_arr = np.asarray(tau)
+        if tau_arr.dtype == np.float32:   # the step norse runs from this file, in float32
+            k = norse_step_factor(tau_arr.ravel()[0], dt)
+            if 0 < k <= 1:
+                return StepLIF(1.0 / float(k), step.r, self.spike_if)
         return step
 
 
@@ -220,6 +273,12 @@ class SinabsConvention(Convention):
                           "ignores r when reading; the file's meaning is ambiguous")
         if not (tau_f > 0 and math.isfinite(tau_f)):
             raise IRError(f"NIR node '{name}': tau {tau_f} must be a positive finite number")
+        tau_arr = np.asarray(tau)
+        if tau_arr.dtype == np.float32:      # sinabs' own float32 decay, bit for bit
+            alpha32 = np.float32(uniform(name, "exp(-1/tau)", sinabs_alpha(tau_arr)))
+            if 0 < alpha32 < 1:
+                ir_tau = tau_for_decay(alpha32)
+                return StepLIF(ir_tau, ir_tau, self.spike_if)
         alpha = math.exp(-1.0 / tau_f)       # sinabs/layers/lif.py 121
         ir_tau = 1.0 / (1.0 - alpha)
         return StepLIF(ir_tau, ir_tau, self.spike_if)

@@ -5,7 +5,9 @@ returns a float graph ready for ``compiler.passes.float_passes`` and ``quantize`
 
 Mapping (docs/nir.md; the IR keeps the map layout (C, H, W)):
   Input (C, H, W) / (K,)       input, analog (static images repeated T times) or, for an
-                               event data set, spikes; a vector is the map (K, 1, 1)
+                               event data set, spikes; a vector is the map (K, 1, 1), and
+                               the graph meta ``sample_shape`` [K] says that users give
+                               [B, K] samples ([B, T, K] spike trains)
   Affine / Linear on (K,)      conv2d 1x1 over (K, 1, 1)
   Flatten (C, H, W) + Affine   conv2d with kernel (H, W) over (C, H, W): torch's row-major
                                flatten order is the kernel's (c, y, x) order
@@ -36,6 +38,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..encoding import SAMPLE_SHAPE
 from ..ir import Graph, IRError, Node, OptionError
 from ..layout import pair
 from ..ops import FLOAT, OPS
@@ -197,10 +200,12 @@ class _Importer:
     def node_Input(self, name, node, srcs) -> _Value:
         shape = tuple(int(s) for s in _array(node.input_type["input"]).ravel())
         if len(shape) == 1:
+            # a vector: the map (K, 1, 1) in the IR; users give [B, K] (compiler.encoding)
+            self.g.meta[SAMPLE_SHAPE] = [shape[0]]
             shape = (shape[0], 1, 1)
-        if len(shape) != 3:
-            raise IRError(f"{self.where(name)}: input shape {shape} is neither (C, H, W) nor a "
-                          "vector (K,)")
+        if len(shape) != 3 or min(shape) < 1:
+            raise IRError(f"{self.where(name)}: input shape {list(shape)} is neither a vector "
+                          "(K,) nor an image (C, H, W)")
         return self.add(name, "input", [], shape, encoding=self.encoding)
 
     def _dense(self, name, node, srcs, bias) -> _Value:
@@ -299,7 +304,9 @@ class _Importer:
             theta = uniform(name, "v_threshold", _array(node.v_threshold))
             step = self.conv.lif(name, _array(tau), _array(r) * extra_gain, self.dt,
                                  dict(node.metadata or {}), kind)
-        except IRError as e:   # the convention names the node; add the file
+        except OptionError as e:   # the convention names the node; add the file
+            raise OptionError(f"{self.source}: {e}", option=e.option) from None
+        except IRError as e:
             raise IRError(f"{self.source}: {e}") from None
         if not step.tau >= 1.0:
             raise OptionError(f"{where}: tau/dt = {step.tau:.6g} time steps; forward Euler "

@@ -26,7 +26,7 @@ from typing import Dict
 
 import numpy as np
 
-from ..ir import Graph, IRError, Node
+from ..ir import Graph, IRError, Node, non_finite
 from ..ops import FLOAT, OPS
 
 #: the float ops a batchnorm folds into: a weight (output channel first) and an optional bias
@@ -57,8 +57,12 @@ def _folded(prod: Node, bn: Node) -> Node:
                       "output channels")
     new_w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
     new_b = (b - stats["mean"]) * scale + stats["beta"]
-    if not (np.all(np.isfinite(new_w)) and np.all(np.isfinite(new_b))):
-        raise IRError(f"{where}: folding into '{prod.name}' gives non-finite parameters")
+    for k, v in (("weight", new_w), ("bias", new_b)):
+        problem = non_finite(v)
+        if problem:  # finite inputs (Graph.validate) whose products overflow float64
+            raise IRError(f"{where}: folding it into '{prod.name}' ({prod.op}) gives a {k} that "
+                          f"{problem}: gamma / sqrt(var + eps) times the weights overflows; "
+                          "the BatchNorm statistics are unusable (fix or retrain the model)")
     params = {k: v.copy() for k, v in prod.params.items() if k not in ("weight", "bias")}
     params["weight"] = np.ascontiguousarray(new_w)
     params["bias"] = np.ascontiguousarray(new_b)

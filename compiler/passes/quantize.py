@@ -47,7 +47,7 @@ from loihi_numerics.grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH_MAX,
 
 from ..encoding import normalisation
 from ..interpreter import Interpreter
-from ..ir import Graph, IRError, Node, lif_attrs
+from ..ir import Graph, IRError, Node, lif_attrs, non_finite
 from ..layout import pair
 from ..ops import OPS, attr
 
@@ -192,6 +192,8 @@ def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
     limit = state_limit(dv)
     w = conv.params["weight"].astype(np.float64) * r
     b = conv.params.get("bias", np.zeros(w.shape[0])).astype(np.float64) * r
+    _require_finite(conv, {"weight": w, "bias": b}, f"(times the input gain r = {r:g} of "
+                                                     f"'{lif.name}')" if r != 1 else "")
     if observed_wx is not None:
         observed_wx = observed_wx * r
     grid = _grid_for(conv, lif, w, b, x_max, levels, observed_wx, opts, hint, limit)
@@ -239,6 +241,17 @@ def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
         "bias_mant": mant.reshape(-1, 1, 1),
         "bias_exp": exp.reshape(-1, 1, 1),
     }, info
+
+
+def _require_finite(node: Node, arrays: Dict[str, np.ndarray], how: str = "") -> None:
+    """NaN or infinity has no integer on any grid: name it, instead of letting it surface as
+    an 8-bit overflow or a threshold below one step (Graph.validate refuses non-finite
+    parameters; this catches values that became non-finite on the way, e.g. overflowing)."""
+    for name, values in arrays.items():
+        problem = non_finite(np.asarray(values))
+        if problem:
+            raise _fail(node, f"{name}{' ' + how if how else ''} {problem}; NaN and infinity "
+                              "have no fixed-point value: fix the model's weights")
 
 
 def _rel_err(ref: np.ndarray, approx: np.ndarray) -> float:
@@ -439,6 +452,7 @@ def _is_graded(graph: Graph, inputs) -> bool:
 def _quantize_head(node: Node, tokens_times_steps: int) -> Node:
     w = node.params["weight"].astype(np.float64)
     b = node.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
+    _require_finite(node, {"weight": w, "bias": b})
     # The head's scale only has to keep the argmax: weights fill the 8-bit range; an
     # all-zero weight matrix (the prediction is the argmax of the bias) scales the bias instead.
     w_max, b_max = float(np.abs(w).max(initial=0.0)), float(np.abs(b).max(initial=0.0))

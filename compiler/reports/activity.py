@@ -103,7 +103,7 @@ class ActivityMeter:
                     "u_max_abs": st.u_max, "v_max_fraction": st.v_max / STATE_MAX,
                     "v_mean_fraction": st.v_abs_sum / st.membrane_count / STATE_MAX,
                     "u_max_fraction": st.u_max / STATE_MAX,
-                    "threshold": int(self.graph[name].params["vth"]) << fx.VTH_SHIFT}
+                    "threshold": int(np.asarray(self.graph[name].params["vth"]).item()) << fx.VTH_SHIFT}
             out[name] = info
         return out
 

@@ -5,6 +5,7 @@ torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them training is single-p
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -61,3 +62,15 @@ def same_on_every_rank(value: int, ctx: DistContext, device: torch.device) -> bo
     both = torch.tensor([value, -value], dtype=torch.int64, device=device)
     dist.all_reduce(both, op=dist.ReduceOp.MAX)  # max(v) and -min(v) in one collective
     return int(both[0]) == -int(both[1])
+
+
+def loader_worker_ignores_stop_signals(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: the worker ignores SIGINT, SIGTERM and SIGHUP sent to
+    the whole process group (a terminal, ``timeout``, Slurm). The main process handles them
+    (``spikeform_cli.exit_codes``) and shuts its loaders' workers down with their own protocol;
+    without this, torch's worker handler lets a worker die of a group SIGTERM and the main
+    process reports the dead worker with a traceback while it stops. A worker still exits when
+    the main process dies (torch's workers watch their parent)."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)

@@ -119,6 +119,8 @@ def test_wrong_input_shape_is_rejected():
         run_float(ev, torch.zeros(2, 2, 8, 8))
     with pytest.raises(ValueError, match="time steps"):
         run_float(ev, torch.zeros(2, 5, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"the batch holds no samples \(shape \[0, 1, 8, 8\]\)"):
+        run_float(graph, torch.zeros(0, 1, 8, 8))
 
 
 # -- op contracts on hand-built graphs ---------------------------------------------------------

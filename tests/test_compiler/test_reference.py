@@ -177,10 +177,15 @@ def test_encode_input_rounds_half_to_even_and_normalises():
 @pytest.mark.parametrize("bad, message", [
     (np.full((1, 1, 1, 2), 1.5), r"\[0, 1\].*1\.5"),
     (np.full((1, 1, 1, 2), -0.25), r"\[0, 1\].*-0\.25"),
-    (np.array([[[[0.5, np.nan]]]]), r"\[0, 1\].*NaN"),
-    (np.array([[[[0.5, np.inf]]]]), r"\[0, 1\].*inf"),
+    (np.array([[[[0.5, np.nan]]]]), r"1 NaN or infinite value \(the first: nan in sample 0"),
+    (np.array([[[[0.5, np.inf]]], [[[0.5, -np.inf]]]]),
+     r"2 NaN or infinite values \(the first: inf in sample 0 at \[0, 0, 1\]\)"),
     (np.zeros((1, 1, 2, 1)), r"expected images \[B, 1, 1, 2\], got \[1, 1, 2, 1\]"),
     (np.zeros((1, 1, 2)), r"expected images \[B, 1, 1, 2\], got \[1, 1, 2\]"),
+    (np.zeros((0, 1, 1, 2)), r"the batch holds no samples \(shape \[0, 1, 1, 2\]\)"),
+    (np.zeros((1, 1, 1, 2), dtype=complex), r"complex128.*imaginary part would be dropped"),
+    (np.array([[[["0.5", "1"]]]]), r"dtype <U3 \(text\); give real numbers"),
+    (np.array([[[[0.5, None]]]], dtype=object), r"dtype object \(Python objects\)"),
 ])
 def test_encode_input_errors_name_the_problem_graded(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -190,7 +195,8 @@ def test_encode_input_errors_name_the_problem_graded(bad, message):
 @pytest.mark.parametrize("bad, message", [
     (np.full((1, 4, 2, 1, 1), 0.5), r"binary.*0\.5"),
     (np.full((1, 4, 2, 1, 1), 2.0), r"binary.*2"),
-    (np.full((1, 4, 2, 1, 1), np.nan), r"binary.*nan"),
+    (np.full((1, 4, 2, 1, 1), np.nan), r"8 NaN or infinite values"),
+    (np.zeros((0, 4, 2, 1, 1)), r"no samples"),
     (np.zeros((1, 3, 2, 1, 1)), r"expected event frames \[B, 4, 2, 1, 1\], got \[1, 3, 2, 1, 1\]"),
     (np.zeros((1, 2, 1, 1)), r"expected event frames"),
 ])

@@ -305,16 +305,79 @@ def test_runtime_stopped_after_host_exception_mid_run(micro, exc):
     assert not child_processes()
 
 
+def _ignored_signals(pid: int) -> set:
+    """The signals process ``pid`` ignores (SigIgn of /proc/<pid>/status)."""
+    mask = next(int(line.split()[1], 16) for line in open(f"/proc/{pid}/status")
+                if line.startswith("SigIgn:"))
+    return {signum for signum in range(1, 64) if mask >> (signum - 1) & 1}
+
+
+def _segments(runtime) -> list:
+    """The names of the runtime's shared-memory channel segments."""
+    smm = runtime._messaging_infrastructure.smm
+    return [h.name for h in smm._shared_memory_handles]
+
+
 def test_runtime_stopped_when_never_run(micro):
     """stop before any step (Lava itself would join workers that never exit)."""
     net, xs = micro
     built = build(net, xs)
     try:
         create_runtime(built.readout, run_config("lava-sim"))
-        assert len(child_processes()) > 1
+        workers = child_processes()
+        assert len(workers) > 1
+        if sys.platform.startswith("linux"):
+            # only this process acts on a stop signal; the workers ignore all three
+            stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+            assert all(stops <= _ignored_signals(w.pid) for w in workers)
+            assert not stops & _ignored_signals(os.getpid())
     finally:
         stop_runtime(built.readout._runtime, timeout=30)
     assert not child_processes()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, /dev/shm")
+def test_hung_stop_kills_workers_and_unlinks_segments(micro, monkeypatch):
+    """Lava's stop() hangs: after the timeout the workers (which ignore SIGTERM) are killed,
+    and the channels' shared-memory segments are released."""
+    from lava.magma.runtime.runtime import Runtime
+
+    net, xs = micro
+    built = build(net, xs)
+    try:
+        create_runtime(built.readout, run_config("lava-sim"))
+        runtime = built.readout._runtime
+        segments = _segments(runtime)
+        assert segments and all(os.path.exists(f"/dev/shm/{name}") for name in segments)
+        monkeypatch.setattr(Runtime, "stop", lambda self: time.sleep(3600))
+    finally:
+        t0 = time.monotonic()
+        stop_runtime(built.readout._runtime, timeout=0.5)
+    assert time.monotonic() - t0 < 20
+    assert not child_processes()
+    assert not [name for name in segments if os.path.exists(f"/dev/shm/{name}")]
+
+
+def test_signals_deferred_delivers_after_the_block():
+    """A stop signal during the block reaches this process's own handler after it, also when
+    the block fails; the handlers are restored."""
+    from deploy.lava.runtime import signals_deferred
+
+    seen = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+            assert seen == []
+        assert seen == [signal.SIGTERM]
+        with pytest.raises(KeyboardInterrupt):   # Ctrl-C during a failing block: interrupted
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                raise ValueError("the block failed")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 CTRL_C_SCRIPT = textwrap.dedent("""
@@ -327,7 +390,8 @@ CTRL_C_SCRIPT = textwrap.dedent("""
     from compiler.encoding import encode_integer
     from deploy.lava import lower, run
     g = quantize(float_passes(model_to_ir(build_model(get_config("test-micro")).eval())))
-    xs = encode_integer(g, torch.rand(40, 1, 8, 8))   # 90 steps: SIGINT lands mid-stream
+    # 800+ steps: SIGINT lands mid-stream even when a loaded machine delays the sender by seconds
+    xs = encode_integer(g, torch.rand(400, 1, 8, 8))
 
     def callback(done, total):
         if done == 1:

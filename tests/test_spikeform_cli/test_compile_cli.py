@@ -64,7 +64,8 @@ def test_exit_code_artifact_and_report(two_runs):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     art = tmp / "art"
-    assert sorted(p.name for p in art.iterdir()) == ["graph.json", "report.json", "tensors.bin"]
+    assert sorted(p.name for p in art.iterdir()) == ["graph.json", "manifest.json", "report.json",
+                                                     "tensors.bin"]
     report = json.loads((tmp / "r.json").read_text())
     assert json.loads((art / "report.json").read_text()) == report
     assert report["target"] == "reference"
@@ -72,7 +73,15 @@ def test_exit_code_artifact_and_report(two_runs):
     assert set(report) == {"target", "source", "checkpoint", "model", "dataset", "artifact",
                            "samples", "accuracy", "mismatches", "lava", "float_vs_reference",
                            "timing_s", "quantization", "input_encoding", "network", "energy",
-                           "layers", "nir_assumption"}
+                           "layers", "nir_assumption", "data"}
+    # where the samples came from: the checkpoint's data set, training and test splits
+    assert report["data"] == {
+        "calibration": {"source": "dataset", "dataset": "digits", "split": "train",
+                        "shape": [1, 8, 8], "samples": 256},
+        "verification": {"source": "dataset", "dataset": "digits", "split": "test",
+                         "shape": [1, 8, 8], "samples": 24}}
+    assert "calibrated on     256 samples of digits (train split)" in proc.stdout
+    assert "verified on       24 samples of digits (test split)" in proc.stdout
     assert report["lava"] is None and set(timing := report["timing_s"]) == {
         "compile", "run", "float", "reference"}
     assert timing["float"] > 0 and timing["reference"] > 0
@@ -366,7 +375,11 @@ def test_output_dir_is_checked_built_aside_and_swapped(tmp_path):
     def is_earlier(path):
         return (path / "graph.json").is_file()
 
-    out = OutputDir(tmp_path / "art", "a compiled artifact (no graph.json)", is_earlier)
+    def files(path):
+        return {"graph.json"}
+
+    out = OutputDir(tmp_path / "art", "a compiled artifact (no graph.json)", is_earlier, files,
+                    writer="spikeform-compile")
     out.check()  # absent: fine
     with out.build() as build:
         assert build.parent == tmp_path and build.name.startswith(".art.build-")
@@ -385,17 +398,22 @@ def test_output_dir_is_checked_built_aside_and_swapped(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("precious")
     with pytest.raises(CliError, match="is not a compiled artifact .no graph.json.; it would be "
                                        "replaced and its contents deleted"):
-        OutputDir(tmp_path / "mine", out.kind, is_earlier).check()
+        OutputDir(tmp_path / "mine", out.kind, is_earlier, files).check()
     with pytest.raises(FileExistsError):  # and refused again at the swap
-        with OutputDir(tmp_path / "mine", out.kind, is_earlier).build():
+        with OutputDir(tmp_path / "mine", out.kind, is_earlier, files).build():
             pass
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+    (tmp_path / "mine" / "graph.json").write_text("old")   # an earlier output + a user's file
+    with pytest.raises(CliError, match="holds notes.txt, which spikeform-compile did not write; "
+                                       "replacing the directory would delete it"):
+        OutputDir(tmp_path / "mine", out.kind, is_earlier, files, writer="spikeform-compile"
+                  ).check()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "mine"]
     (tmp_path / "afile").write_text("x")
     with pytest.raises(CliError, match="exists and is not a directory"):
-        OutputDir(tmp_path / "afile", out.kind, is_earlier).check()
+        OutputDir(tmp_path / "afile", out.kind, is_earlier, files).check()
     with pytest.raises(CliError, match="afile is not a directory"):
-        OutputDir(tmp_path / "afile" / "sub" / "art", out.kind, is_earlier).check()
+        OutputDir(tmp_path / "afile" / "sub" / "art", out.kind, is_earlier, files).check()
 
 
 def test_report_file_and_json_helpers(tmp_path):

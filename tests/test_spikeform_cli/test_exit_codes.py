@@ -1,7 +1,12 @@
 """The exit-code convention shared by spikeform-compile, -report and -run."""
+import os
+import signal
+import time
+
 import pytest
 
-from spikeform_cli.exit_codes import run_with_exit_codes
+from spikeform_cli.exit_codes import (EXIT_INTERRUPTED, Terminated, exit_code_for,
+                                      run_with_exit_codes)
 
 
 class Bad(Exception):
@@ -27,7 +32,41 @@ def test_codes_and_one_line_messages(capsys):
     assert capsys.readouterr().err == "tool: verification failed: 3 spikes differ\n"
     assert run_with_exit_codes("tool", _raise(KeyboardInterrupt()), (Bad,),
                                interrupted="the runtime was stopped") == 130
-    assert capsys.readouterr().err == "tool: interrupted; the runtime was stopped\n"
+    assert capsys.readouterr().err == "tool: interrupted by SIGINT; the runtime was stopped\n"
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_stop_like_ctrl_c(capsys, name, code):
+    """A real signal to this process: the action is interrupted (its cleanup runs, a second
+    signal meanwhile is ignored), one line names the signal, exit 128 + signum; the previous
+    handler is back afterwards."""
+    signum = getattr(signal, name)
+    before = signal.getsignal(signum)
+    steps = []
+
+    def action():
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+            steps.append("not interrupted")
+        finally:
+            os.kill(os.getpid(), signum)   # during the cleanup: ignored
+            time.sleep(0.01)
+            steps.append("cleaned up")
+        return 0
+
+    assert run_with_exit_codes("tool", action, (Bad,), interrupted="nothing was written") == code
+    assert steps == ["cleaned up"]
+    assert capsys.readouterr().err == f"tool: interrupted by {name}; nothing was written\n"
+    assert signal.getsignal(signum) is before
+    assert run_with_exit_codes("tool", _raise(Terminated(signum)), (Bad,)) == code
+
+
+def test_terminated_is_an_interrupt():
+    """Code that cleans up after Ctrl-C (``except KeyboardInterrupt``) does so for SIGTERM."""
+    assert issubclass(Terminated, KeyboardInterrupt)
+    assert exit_code_for(KeyboardInterrupt()) == EXIT_INTERRUPTED == 130
+    assert exit_code_for(Terminated(signal.SIGTERM)) == 143
 
 
 def test_unexpected_errors_keep_their_traceback():
@@ -106,5 +145,5 @@ def test_spikeform_train_uses_the_shared_exit_codes(tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(train, "run", interrupted)
     assert train.main(["--out", str(tmp_path / "m.pth")]) == 130
-    assert capsys.readouterr().err == ("spikeform-train: interrupted; the last completed epoch "
-                                       f"is in {tmp_path / 'm.last.pth'}\n")
+    assert capsys.readouterr().err == ("spikeform-train: interrupted by SIGINT; the last "
+                                       f"completed epoch is in {tmp_path / 'm.last.pth'}\n")

@@ -78,6 +78,7 @@ def fashion():
     return {split: load_dataset("fashion-mnist", split) for split in ("train", "test")}
 
 
+@pytest.mark.needs_fashion_mnist
 def test_fashion_mnist_real(fashion):
     (train, info), (test, test_info) = fashion["train"], fashion["test"]
     assert (len(train), len(test)) == (60000, 10000)
