@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Union
@@ -226,12 +227,40 @@ def _umask() -> int:
 
 
 def make_build_dir(target: Union[str, Path]) -> Path:
-    """An empty sibling directory to build ``target`` in (normal permissions, unlike mkdtemp's)."""
+    """An empty sibling directory to build ``target`` in (normal permissions, unlike mkdtemp's).
+
+    Its name carries this process's id (``.<name>.build-<pid>-*``): build directories of the
+    same target left by a process that no longer exists (killed with SIGKILL mid-write, when no
+    cleanup can run) are removed first, so they never accumulate."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
+    remove_stale_build_dirs(target)
+    build = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-{os.getpid()}-"))
     os.chmod(build, 0o777 & ~_umask())
     return build
+
+
+def remove_stale_build_dirs(target: Union[str, Path]) -> List[Path]:
+    """Delete ``.<name>.build-<pid>-*`` siblings of ``target`` whose process is gone."""
+    target = Path(target)
+    removed = []
+    for path in target.parent.glob(f".{target.name}.build-*-*"):
+        pid = path.name[len(f".{target.name}.build-"):].split("-", 1)[0]
+        if not pid.isdigit() or not path.is_dir() or path.is_symlink() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_atomic(path: Union[str, Path], data: bytes) -> None:

@@ -67,6 +67,8 @@ def terminating_signals_interrupt() -> Iterator[None]:
 
     old = {}
     for signum in TERMINATING_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # ignored by whoever started us (nohup: SIGHUP): keep ignoring it
         previous = signal.signal(signum, handler)
         old[signum] = signal.SIG_DFL if previous is None else previous
     try:

@@ -434,3 +434,25 @@ def test_non_finite_parameters_name_the_node_and_op(graph):
     with pytest.raises(IRError, match=r"'head' \(affine\): parameter 'weight' has dtype "
                                       "complex64, not real numbers"):
         g.validate()
+
+
+def test_build_dirs_left_by_a_killed_process_are_removed(tmp_path):
+    """SIGKILL mid-write leaves a hidden build directory (nothing can run after SIGKILL); the
+    next build of the same target removes it, and only it."""
+    import subprocess
+    import sys
+
+    from compiler.serialize import make_build_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    target = tmp_path / "model.compiled"
+    stale = tmp_path / f".model.compiled.build-{int(dead.stdout)}-abc"
+    live = tmp_path / f".model.compiled.build-{os.getpid()}-def"
+    other = tmp_path / f".other.compiled.build-{int(dead.stdout)}-ghi"
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "graph.json").write_text("{}")
+    build = make_build_dir(target)
+    assert build.is_dir() and build.name.startswith(f".model.compiled.build-{os.getpid()}-")
+    assert not stale.exists() and live.exists() and other.exists()

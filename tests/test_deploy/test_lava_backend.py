@@ -46,6 +46,7 @@ from spikformer_neuro.zoo import get_config
 from spikformer_neuro.testing import densely_firing_model, random_input
 
 from support.paths import ROOT
+from support.signals import default_stop_signals
 # the shipped checkpoint (tracked); runs/ holds the training run's copy (ignored by git)
 DIGITS_CKPT = next((p for p in (ROOT / "spikformer_neuro" / "checkpoints" / "digits-tiny.pth",
                                 ROOT / "runs" / "digits-tiny.pth") if p.exists()),
@@ -322,15 +323,19 @@ def test_runtime_stopped_when_never_run(micro):
     """stop before any step (Lava itself would join workers that never exit)."""
     net, xs = micro
     built = build(net, xs)
+    linux = sys.platform.startswith("linux")
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    # what this process ignores was decided by whoever started it (a background job ignores
+    # SIGINT): creating a runtime must not change it
+    ignored_before = _ignored_signals(os.getpid()) & stops if linux else set()
     try:
         create_runtime(built.readout, run_config("lava-sim"))
         workers = child_processes()
         assert len(workers) > 1
-        if sys.platform.startswith("linux"):
+        if linux:
             # only this process acts on a stop signal; the workers ignore all three
-            stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
             assert all(stops <= _ignored_signals(w.pid) for w in workers)
-            assert not stops & _ignored_signals(os.getpid())
+            assert _ignored_signals(os.getpid()) & stops == ignored_before
     finally:
         stop_runtime(built.readout._runtime, timeout=30)
     assert not child_processes()
@@ -365,6 +370,8 @@ def test_signals_deferred_delivers_after_the_block():
 
     seen = []
     old = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    # Python's own Ctrl-C handler, even when this test runs with SIGINT ignored (a background job)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with signals_deferred():
             os.kill(os.getpid(), signal.SIGTERM)
@@ -378,6 +385,7 @@ def test_signals_deferred_delivers_after_the_block():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 CTRL_C_SCRIPT = textwrap.dedent("""
@@ -411,7 +419,8 @@ def test_ctrl_c_stops_runtime_and_workers():
     cleanly, no worker process survives."""
     proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=default_stop_signals)
     try:
         line = proc.stdout.readline()
         assert line.strip() == "RUNNING", proc.stderr.read()

@@ -41,6 +41,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(capsys, name, code):
     signal meanwhile is ignored), one line names the signal, exit 128 + signum; the previous
     handler is back afterwards."""
     signum = getattr(signal, name)
+    inherited = signal.signal(signum, signal.SIG_DFL)  # whatever the test runner inherited
     before = signal.getsignal(signum)
     steps = []
 
@@ -60,6 +61,22 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(capsys, name, code):
     assert capsys.readouterr().err == f"tool: interrupted by {name}; nothing was written\n"
     assert signal.getsignal(signum) is before
     assert run_with_exit_codes("tool", _raise(Terminated(signum)), (Bad,)) == code
+    signal.signal(signum, inherited)
+
+
+def test_a_signal_ignored_by_whoever_started_us_stays_ignored(capsys):
+    """``nohup`` starts a command with SIGHUP ignored: it must keep ignoring it."""
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        def action():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)
+            return 0
+
+        assert run_with_exit_codes("tool", action, (Bad,)) == 0
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, inherited)
 
 
 def test_terminated_is_an_interrupt():

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Set, Tuple
 import pytest
 
 from support.paths import DIGITS_CKPT, ROOT
+from support.signals import default_stop_signals
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="prctl, /proc and /dev/shm are Linux's")
@@ -92,7 +93,8 @@ class Command:
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
             self.proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=err, env=env,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=default_stop_signals)
         self.segments: Set[str] = set()
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, daemon=True)
