@@ -19,9 +19,8 @@ import numpy as np
 
 from loihi_numerics.grid import SPIKE_RULES
 
-from .ops import META, OPS, QUANTIZED, Level
+from .ops import META, OPS, QUANTIZED, Level, attr
 
-SOURCE_OPS = {name for name, spec in OPS.items() if spec.is_source}
 
 
 class IRError(ValueError):
@@ -170,8 +169,7 @@ def lif_attrs(node: Node, fail: Optional[Callable[[str], Exception]] = None
         return fail(msg) if fail else IRError(f"node '{node.name}' ({node.op}): {msg}")
 
     tau, theta = float(node.attrs["tau"]), float(node.attrs["v_threshold"])
-    r = float(node.attrs.get("r", 1.0))
-    rule = node.attrs.get("spike_if", ">=")
+    r, rule = float(attr(node, "r")), attr(node, "spike_if")   # registry defaults: 1, ">="
     if rule not in SPIKE_RULES:
         raise bad(f"spike_if must be one of {SPIKE_RULES}, got {rule!r}")
     if not (tau >= 1.0 and np.isfinite(tau)):

@@ -205,18 +205,22 @@ def _warn_if_init_split_differs(path: str, init, dataset: str, split: dict) -> N
               "so validation accuracy is optimistic; train it on the same split to avoid that")
 
 
+def _config_from_flags(args: argparse.Namespace) -> SpikformerConfig:
+    """The zoo configuration --config names, with --time-steps applied."""
+    try:
+        cfg = get_config(args.config)
+    except KeyError as e:
+        raise CliError(str(e.args[0])) from None
+    return cfg.replace(time_steps=args.time_steps) if args.time_steps else cfg
+
+
 def _config_of_checkpoint(args: argparse.Namespace, cfg: SpikformerConfig, flag: str,
                           path: str) -> SpikformerConfig:
     """The configuration of the --init/--resume checkpoint; --config and --time-steps may
     repeat it but never contradict it (they would be silently ignored: the weights fix the
     architecture)."""
     if args.config:
-        try:
-            wanted = get_config(args.config)
-        except KeyError as e:
-            raise CliError(str(e.args[0])) from None
-        if args.time_steps:
-            wanted = wanted.replace(time_steps=args.time_steps)
+        wanted = _config_from_flags(args)
         if wanted != cfg:
             diffs = [f"{f.name} {getattr(wanted, f.name)!r} vs {getattr(cfg, f.name)!r}"
                      for f in dataclasses.fields(cfg)
@@ -290,12 +294,7 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
         init = load_checkpoint(args.init)
         cfg = _config_of_checkpoint(args, init.config, "--init", args.init)
     else:
-        try:
-            cfg = get_config(args.config)
-        except KeyError as e:
-            raise CliError(str(e.args[0])) from None
-        if args.time_steps:
-            cfg = cfg.replace(time_steps=args.time_steps)
+        cfg = _config_from_flags(args)
     torch.manual_seed(args.seed + ctx.rank)
     train_ds, info = load_dataset(args.dataset, "train", args.data_dir, augment=not args.no_augment,
                                   img_size=cfg.img_size, time_steps=cfg.time_steps)

@@ -81,10 +81,6 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-#: the previous name (SIGINT was the only signal deferred)
-sigint_deferred = signals_deferred
-
-
 # -- workers die with this process ---------------------------------------------------------------
 _PR_SET_PDEATHSIG = 1
 _LIBC = None

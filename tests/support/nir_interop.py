@@ -36,8 +36,8 @@ def quantized_on_digits(ir: Graph):
 
 def dequantised(folded: Graph, q: Graph) -> Graph:
     """The float graph with the quantized graph's integer weights and biases, back in float
-    units (W = w_int * 64 tau k / (S r), b = bias_int * tau / (S r)); the same as in
-    test_snntorch_interop.py."""
+    units (W = w_int * 64 tau k / (S r), b = bias_int * tau / (S r)): what the integer grid
+    computes, for measuring how much of a difference the weight rounding explains."""
     deq = folded.copy()
     layers = q.meta["quantization"]["layers"]
     levels = float(q.input_node.attrs["input_scale"])

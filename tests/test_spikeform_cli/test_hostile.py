@@ -29,29 +29,13 @@ from spikeform_cli.report import main as report_main
 from spikeform_cli.run import main as run_main
 from spikeform_cli.train import main as train_main
 
+from support.cli import call, refused
 from support.paths import DIGITS_CKPT, NIR_FIXTURES, ROOT
 
 ARTIFACT_FILES = [GRAPH_FILE, MANIFEST_FILE, "report.json", TENSOR_FILE]
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-def call(capsys, main, *argv):
-    rc = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(argv, rc, out.out, out.err)
-
-
-def refused(proc, prog, *needles):
-    """Exit 2 with one line ``prog: error: ...`` holding every needle (no traceback)."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr)
-    err = proc.stderr.strip()
-    assert err.startswith(f"{prog}: error: ") and "Traceback" not in err, err
-    assert "\n" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
-
 
 def snapshot(directory: Path) -> dict:
     """Every file below ``directory`` with its bytes (a user's tree, to prove it untouched)."""

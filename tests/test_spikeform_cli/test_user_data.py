@@ -19,7 +19,6 @@ executor in no spike and no logit.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import nir
 import numpy as np
@@ -32,6 +31,7 @@ from spikeform_cli.report import main as report_main
 from spikeform_cli.run import main as run_main
 from spikformer_neuro.data import load_dataset
 
+from support.cli import call, refused
 from support.paths import DIGITS_CKPT, NIR_FIXTURES
 
 FLAT_MLP = NIR_FIXTURES / "snntorch_digits_flat_mlp.nir"
@@ -40,23 +40,6 @@ FOREIGN = ("--nir-convention", "snntorch", "--time-steps", str(T))
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-def call(capsys, main, *argv):
-    rc = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(argv, rc, out.out, out.err)
-
-
-def refused(proc, prog, *needles):
-    """Exit 2 with one line ``prog: error: ...`` holding every needle (no traceback)."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr)
-    err = proc.stderr.strip()
-    assert err.startswith(f"{prog}: error: ") and "Traceback" not in err, err
-    assert "\n" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
-
 
 def digits(split: str):
     ds, _ = load_dataset("digits", split)

@@ -31,6 +31,7 @@ from compiler.passes import float_passes
 from compiler.passes.quantize import QuantizeOptions, quantize
 from compiler.reference import run_reference
 from spikformer_neuro.data import load_dataset
+from support.nir_interop import dequantised
 from support.paths import NIR_FIXTURES
 
 FIXTURE = NIR_FIXTURES / "snntorch_digits_mlp.nir"
@@ -269,21 +270,3 @@ def reference_vs_snntorch(q, x, y, theirs, snn_pred):
           f"{float((ref_pred == y).float().mean()):.4f}, predictions differing {differ}/{len(y)}"
           f", spikes differing {spikes_differ}")
     return ref, ref_pred, differ, spikes_differ
-
-
-def dequantised(folded, q):
-    """The float graph with the quantized graph's integer weights and biases, back in float
-    units (W = w_int * 64 tau k / (S r), b = bias_int * tau / (S r))."""
-    deq = folded.copy()
-    layers = q.meta["quantization"]["layers"]
-    levels = float(q.input_node.attrs["input_scale"])
-    for lif in q.by_op("loihi_lif"):
-        conv = layers[lif.name]["input"]
-        s, tau, r = layers[lif.name]["scale"], folded[lif.name].attrs["tau"], \
-            folded[lif.name].attrs["r"]
-        k = levels if folded[conv].inputs == [q.input_node.name] else 1.0
-        w_int = q[conv].params["weight"].astype(np.float64)
-        deq[conv].params["weight"] = w_int * 64 * tau * k / (s * r)
-        bias = (lif.params["bias_mant"].astype(np.int64) << lif.params["bias_exp"]).ravel()
-        deq[conv].params["bias"] = bias * tau / (s * r)
-    return deq
