@@ -5,7 +5,8 @@ Workloads: a zoo name (random weights that fire densely, uniform random images; 
 a ``.pth`` checkpoint (its first test samples). Measured per workload:
 
 * ``lava-sim`` (accelerated models): samples streamed back to back in one Lava run without
-  probes. Start-up (compile + worker start) is reported separately. ms/step = stepping time /
+  probes (the median of three, interleaved with the floor: an empty network of as many
+  processes run as many steps, ``benchmarks.lava_floor``). Start-up (compile + worker start) is reported separately. ms/step = stepping time /
   steps of that run (B*T + pipeline drain; every process steps every step, so all steps cost
   alike). Per-sample time, steady state = T x ms/step: in a stream each sample occupies T steps.
   "stream wall / sample" is the whole run's stepping time / B (it includes the drain).
@@ -33,6 +34,8 @@ STOCK_FULL_MAX_NEURONS = 200_000   # above this many LIF neurons the stock run i
 STOCK_MODES = ("auto", "partial", "skip")
 GOAL_STOCK_OVER_ACCEL = 100.0      # the goals of the Lava acceleration issue
 GOAL_ACCEL_OVER_REF = 3.0
+GOAL_ACCEL_OVER_FLOOR = 1.5        # the verification-at-scale issue: lava-sim vs an empty network
+FLOOR_REPEATS = 3
 REF_BATCH = 16
 
 
@@ -54,6 +57,23 @@ def lava_timing(net, x_seq: np.ndarray, target: str) -> dict[str, float]:
             "run_s": res.run_s, "ms_per_step": ms, "per_sample_s": T * ms / 1e3,
             "stream_wall_per_sample_s": res.run_s / B, "extrapolated": False,
             "predictions": res.predictions.tolist()}
+
+
+def lava_and_floor(net, x_seq: np.ndarray, repeats: int = None) -> tuple[dict, dict]:
+    """lava-sim timing and the floor (benchmarks.lava_floor: an empty network with the same
+    number of processes, run the same number of steps), interleaved ``repeats`` times so that
+    both see the same machine load; the median run of each by ms/step."""
+    from benchmarks.lava_floor import measure_floor
+
+    runs, floors = [], []
+    for _ in range(repeats or FLOOR_REPEATS):
+        runs.append(lava_timing(net, x_seq, "lava-sim"))
+        floors.append(measure_floor(len(net.stages), runs[-1]["steps"]))
+
+    def median(items: list[dict]) -> dict:
+        ordered = sorted(items, key=lambda r: r["ms_per_step"])
+        return {**ordered[len(ordered) // 2], "runs_ms_per_step": [r["ms_per_step"] for r in items]}
+    return median(runs), median(floors)
 
 
 def lava_fidelity(graph, x_seq: np.ndarray, target: str) -> dict[str, object]:
@@ -157,9 +177,11 @@ def measure(spec: str, samples: int, stock: str = "auto", stock_steps: int = 2,
     out["reference"] = {"batch1_s": float(np.mean(b1)), "batch1_runs": len(b1), "batch": nb,
                         "batchN_per_sample_s": time_reference(graph, x_all[:, :nb]) / nb}
 
-    log(f"  lava-sim: streaming {samples} samples ...")
-    out["accelerated"] = lava_timing(net, x_seq, "lava-sim")
-    log(f"    {out['accelerated']['ms_per_step']:.1f} ms/step; verifying against the reference")
+    log(f"  lava-sim: streaming {samples} samples, and the floor (an empty network of "
+        f"{len(net.stages)} processes), {FLOOR_REPEATS} times each, interleaved ...")
+    out["accelerated"], out["floor"] = lava_and_floor(net, x_seq)
+    log(f"    {out['accelerated']['ms_per_step']:.1f} ms/step (floor "
+        f"{out['floor']['ms_per_step']:.1f}); verifying against the reference")
     out["accelerated_fidelity"] = lava_fidelity(graph, x_seq, "lava-sim")
     log(f"    mismatches: spikes {out['accelerated_fidelity']['spike_mismatches']}, "
         f"logits {out['accelerated_fidelity']['logit_mismatches']}")
@@ -180,6 +202,7 @@ def measure(spec: str, samples: int, stock: str = "auto", stock_steps: int = 2,
 
     acc, ref = out["accelerated"]["per_sample_s"], out["reference"]["batch1_s"]
     out["accel_over_ref_b1"] = acc / ref
+    out["accel_over_floor"] = out["accelerated"]["ms_per_step"] / out["floor"]["ms_per_step"]
     out["stock_over_accel"] = (out["stock"]["timing"]["per_sample_s"] / acc
                                if out["stock"] else None)
     out["exact"] = bool(out["accelerated_fidelity"]["exact"]
@@ -233,6 +256,12 @@ def render(results: list[dict]) -> list[str]:
     row("lava-sim-stock: s/sample (T x ms/step)", lambda r: "-" if not r["stock"] else (
         _f(r["stock"]["timing"]["per_sample_s"], "{:.2f}")
         + (" EXTRAPOLATED" if r["stock"]["timing"]["extrapolated"] else "")))
+    row("floor (empty network, same processes and steps): ms/step",
+        lambda r: _f(r["floor"]["ms_per_step"], "{:.1f}"))
+    row("floor: ms per process per step", lambda r: _f(r["floor"]["ms_per_process_step"], "{:.3f}"))
+    row(f"lava-sim / floor (goal <= {GOAL_ACCEL_OVER_FLOOR}x)",
+        lambda r: f"{r['accel_over_floor']:.2f}x "
+        + ("ok" if r["accel_over_floor"] <= GOAL_ACCEL_OVER_FLOOR else "MISSED"))
     row("reference: s/sample, batch 1", lambda r: _f(r["reference"]["batch1_s"], "{:.4f}"))
     row("reference: s/sample, batch 16",
         lambda r: _f(r["reference"]["batchN_per_sample_s"], "{:.4f}")
@@ -270,7 +299,9 @@ def render(results: list[dict]) -> list[str]:
         lines.append(f"{name:<{w0}}  " + "  ".join(f"{v:<{w}}" for v, w in zip(vals, widths)))
     lines.append("s/sample (Lava) = T x ms/step of one streamed run without probes, start-up "
                  "excluded (steady state: a sample occupies T steps of the stream); "
-                 "'stream wall' also counts the pipeline drain.")
+                 "'stream wall' also counts the pipeline drain. lava-sim and the floor (a chain "
+                 f"of relay processes, benchmarks/lava_floor) run {FLOOR_REPEATS} times each, "
+                 "interleaved; the medians are shown.")
     partial = [r for r in results if r["stock"] and r["stock"]["timing"]["extrapolated"]]
     if partial:
         steps = sorted({r["stock"]["timing"]["steps"] for r in partial})

@@ -30,20 +30,39 @@ def machine(m: dict) -> list[str]:
 
 
 def throughput(rows: list[dict]) -> list[str]:
+    from benchmarks.throughput import ratios
+
+    rows = [r for r in rows if "error" not in r]
+    by_key = {(r["workload"], r["batch"], r["device"]): r for r in ratios(rows)}
     cells: dict = {}
     for r in rows:
-        if "error" not in r:
-            cells.setdefault((r["label"], r["batch"]), {})[r["engine"]] = r
+        key = (r["workload"], r["label"], r["batch"], r.get("device", "cpu"))
+        cells.setdefault(key, {})[r["engine"]] = r
     out = []
-    for (label, batch), e in cells.items():
+    for (workload, label, batch, device), e in cells.items():
         f, r = e.get("float"), e.get("reference")
-        if not (f and r):
+        ratio = by_key.get((workload, batch, device))
+        if not (f and r and ratio):
             continue
-        out.append([label, batch, f"{f['samples_per_s']:.1f}", f"{r['samples_per_s']:.1f}",
-                    f"{f['samples_per_s'] / r['samples_per_s']:.1f}x",
+        goal = ("" if ratio["goal"] is None else
+                f" (goal ≥ {ratio['goal']:g}x{'' if ratio['meets_goal'] else ': MISSED'})")
+        out.append([label, batch, device, f"{f['samples_per_s']:.1f}",
+                    f"{r['samples_per_s']:.1f}", f"{ratio['reference_over_float']:.2f}x{goal}",
                     f"{_gb(f['peak_rss_mb'])} / {_gb(r['peak_rss_mb'])}"])
-    return _table(["workload", "batch", "float samples/s", "reference samples/s",
-                   "float / reference", "peak RSS float / reference"], out)
+    return _table(["workload", "batch", "device", "float samples/s", "reference samples/s",
+                   "reference / float", "peak RSS float / reference"], out)
+
+
+def workers_table(rows: list[dict]) -> list[str]:
+    rows = [r for r in rows if "error" not in r]
+    base = next((r["samples_per_s_wall"] for r in rows if r["workers"] == 1), None)
+    return _table(["workers", "samples", "wall s", "samples/s", "speed-up", "ms/step",
+                   "logits = reference"],
+                  [[r["workers"], r["samples"], f"{r['wall_s']:.1f}",
+                    f"{r['samples_per_s_wall']:.1f}",
+                    f"{r['samples_per_s_wall'] / base:.2f}x" if base else "-",
+                    f"{r['ms_per_step']:.1f}", "yes" if r["logits_equal"] else "NO"]
+                   for r in rows])
 
 
 def compile_table(rows: list[dict]) -> list[str]:
@@ -77,6 +96,10 @@ def lava(rows: list[dict]) -> list[str]:
                                      f"{r['accelerated']['per_sample_s']:.3f} s/sample"
                                      for r in rows)],
         ["lava-sim start-up", *(f"{r['accelerated']['startup_s']:.1f} s" for r in rows)],
+        ["floor: empty network, same processes and steps",
+         *(f"{r['floor']['ms_per_step']:.1f} ms/step ({r['floor']['ms_per_process_step']:.3f} "
+           "ms per process)" for r in rows)],
+        ["lava-sim / floor (goal ≤ 1.5x)", *(f"{r['accel_over_floor']:.2f}x" for r in rows)],
         ["lava-sim-stock", *(stock(r) for r in rows)],
         ["reference executor, batch 1 / 16", *(f"{r['reference']['batch1_s']:.4f} / "
                                                f"{r['reference']['batchN_per_sample_s']:.4f} "
@@ -116,6 +139,8 @@ def render(res: dict) -> str:
         parts.append(compile_table(res["compile"]))
     if res.get("lava"):
         parts.append(lava(res["lava"]))
+    if res.get("workers"):
+        parts.append(workers_table(res["workers"]))
     if res.get("scaling"):
         parts.append(scaling(res["scaling"]))
     return "\n\n".join("\n".join(p) for p in parts)

@@ -1,15 +1,19 @@
 """The benchmark suite: one command, one table, one JSON file (docs/benchmarks.md).
 
-    .venv/bin/python -m benchmarks.suite [--quick] [--only throughput,compile,lava,scaling]
+    .venv/bin/python -m benchmarks.suite [--quick] [--only throughput,compile,lava,workers,scaling]
                                          [--out runs/bench] [--threads N] [--timeout S]
     make bench
 
 Parts (default: all but ``training``):
   throughput  float PyTorch model vs integer reference executor, samples/s at several batch
-              sizes (the shipped digits checkpoint; CIFAR 4-384 with random weights)
+              sizes (the shipped digits checkpoint; CIFAR 4-384 with random weights), on the
+              CPU and, where present, CUDA; reference/float per batch in "throughput_ratios"
   compile     compile time by configuration size (digits-tiny ... imagenet-8-768)
-  lava        Lava-sim per-sample time: stock vs accelerated models vs the reference executor,
-              every Lava run checked spike for spike against the reference
+  lava        Lava-sim per-sample time: stock vs accelerated models vs the reference executor
+              vs the floor (an empty network of as many processes, as many steps), every Lava
+              run checked spike for spike against the reference
+  workers     spikeform-run's local worker processes, 1 -> 2 -> 4 workers (samples/s, logits
+              equal to the reference)
   scaling     compile and simulation time against tokens, embedding dimension and depth,
               with fitted growth exponents and a PNG plot
   training    training samples/s (AdamW steps on random inputs)
@@ -33,13 +37,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: benchmarks/suite.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import compile_time, lava_speed, scaling, throughput, training
+from benchmarks import compile_time, lava_speed, scaling, throughput, training, workers
 from benchmarks.isolate import MeasurementError, run_isolated
 from benchmarks.machine import THREAD_VARS, describe, machine_info
 from benchmarks.workloads import DIGITS_CKPT, ROOT
 
-PARTS = ("throughput", "compile", "lava", "scaling", "training")
-DEFAULT_PARTS = ("throughput", "compile", "lava", "scaling")
+PARTS = ("throughput", "compile", "lava", "workers", "scaling", "training")
+DEFAULT_PARTS = ("throughput", "compile", "lava", "workers", "scaling")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Mode:
     compile_configs: list
     lava: list                       # lava_speed.measure keyword arguments
     scaling: scaling.Plan
+    workers: list = field(default_factory=list)    # workers.measure keyword arguments
     training: list = field(default_factory=list)   # training.measure keyword arguments
     timeout_s: float = 1800.0        # per measurement
 
@@ -58,7 +63,8 @@ QUICK = Mode(
     "quick", throughput=[(DIGITS_CKPT, [1, 8])], min_time_s=0.2,
     compile_configs=["test-micro", "digits-tiny"],
     lava=[dict(spec=DIGITS_CKPT, samples=2, stock="partial", stock_steps=2)],
-    scaling=scaling.QUICK, training=[dict(config="test-micro", batch=8, repeats=2)],
+    scaling=scaling.QUICK, workers=[dict(workers=n, samples=8) for n in (1, 2)],
+    training=[dict(config="test-micro", batch=8, repeats=2)],
     timeout_s=300.0)
 FULL = Mode(
     "full", throughput=[(DIGITS_CKPT, [1, 16, 64, 256]), ("cifar10-4-384", [1, 4, 16])],
@@ -68,6 +74,7 @@ FULL = Mode(
     lava=[dict(spec="cifar10-4-384", samples=2, stock="auto", stock_steps=2),
           dict(spec=DIGITS_CKPT, samples=8, stock="auto", stock_samples=2)],
     scaling=scaling.FULL,
+    workers=[dict(workers=n, samples=360) for n in (1, 2, 4)],
     training=[dict(config="digits-tiny", batch=64, repeats=5),
               dict(config="fmnist-small", batch=64, repeats=5)])
 
@@ -86,17 +93,21 @@ class Job:
 
 
 def jobs_for(part: str, mode: Mode) -> list[Job]:
-    if part == "throughput":
+    if part == "throughput":   # CUDA rows only where this machine has CUDA
         return [Job(part, "benchmarks.throughput:measure",
-                    dict(workload=w, engine=e, batch=b, min_time_s=mode.min_time_s),
-                    f"{Path(w).stem} {e} batch {b}")
-                for w, batches in mode.throughput for b in batches for e in throughput.ENGINES]
+                    dict(workload=w, engine=e, batch=b, min_time_s=mode.min_time_s, device=d),
+                    f"{Path(w).stem} {e} batch {b}" + ("" if d == "cpu" else f" on {d}"))
+                for d in throughput.devices() for w, batches in mode.throughput
+                for b in batches for e in throughput.ENGINES]
     if part == "compile":
         return [Job(part, "benchmarks.compile_time:measure", dict(config=c), c)
                 for c in mode.compile_configs]
     if part == "lava":
         return [Job(part, "benchmarks.lava_speed:measure", kw, Path(kw["spec"]).stem)
                 for kw in mode.lava]
+    if part == "workers":
+        return [Job(part, "benchmarks.workers:measure", kw, f"{kw['workers']} workers")
+                for kw in mode.workers]
     if part == "scaling":
         return [Job(part, "benchmarks.scaling:measure_point",
                     dict(config=p["config"], samples=mode.scaling.samples),
@@ -119,6 +130,9 @@ def failures(results: dict) -> list[str]:
             elif part == "lava" and not r["exact"]:
                 out.append(f"lava: {r['label']}: Lava differs from the reference executor "
                            "(see the fidelity rows)")
+            elif part == "workers" and not r["logits_equal"]:
+                out.append(f"workers: {r['workers']} workers: logits differ from the "
+                           "reference's")
             elif part == "scaling" and not r["logits_equal"]:
                 out.append(f"scaling: {r['axes']}: Lava logits differ from the reference's")
     return out
@@ -131,7 +145,10 @@ def render(results: dict, plan: scaling.Plan) -> str:
          throughput.render),
         ("compile", "Compile time by configuration (random weights, all passes)",
          compile_time.render),
-        ("lava", "Lava simulation: stock vs accelerated vs reference", lava_speed.render),
+        ("lava", "Lava simulation: stock vs accelerated vs reference vs the floor",
+         lava_speed.render),
+        ("workers", "spikeform-run over local worker processes (digits-tiny, test split)",
+         workers.render),
         ("training", "Training throughput (random inputs)", training.render)]
     for part, title, fn in sections:
         if part not in results:
@@ -238,6 +255,10 @@ def main(argv=None) -> int:
                 log(f"  FAILED: {exc}")
                 row = {"error": f"{job.describe}: {exc}", "params": job.params}
             rows.append({**job.keep, **row})
+            save()
+        if part == "throughput":   # reference / float samples/s, against the issue's goals
+            results["throughput_ratios"] = throughput.ratios(
+                [r for r in rows if "error" not in r])
             save()
         if part == "scaling":
             ok = [r for r in rows if "error" not in r]

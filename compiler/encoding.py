@@ -5,7 +5,10 @@ A batch reaches a graph as the model takes it:
 - ``[B, C, H, W]`` static images (values in [0, 1]) when the input node's encoding is
   ``analog`` (float graphs) or ``graded`` (quantized graphs): normalised per channel with
   the node's ``mean``/``std`` (absent: 0 / 1) and repeated over the T time steps;
-- ``[B, T, C, H, W]`` binary event frames when the encoding is ``spikes``.
+- ``[B, T, C, H, W]`` binary event frames when the encoding is ``spikes``;
+- ``[B, T, C, H, W]`` event-count frames when the encoding is ``counts``: integers
+  0..``max_count`` (events per pixel and bin, as spikingjelly's frames of CIFAR10-DVS hold
+  them), not normalised; quantized graphs send them unchanged as graded integers.
 
 A network whose input is a vector (a NIR ``Input`` of shape ``(K,)``: most MLPs) keeps the
 map ``(K, 1, 1)`` in the IR, and says so in the graph meta :data:`SAMPLE_SHAPE` (``[K]``):
@@ -34,6 +37,11 @@ from .ir import Graph, IRError, Node
 
 ANALOG_ENCODINGS = ("analog", "graded")   # float graphs / quantized graphs
 SPIKES = "spikes"
+COUNTS = "counts"
+#: encodings whose batches carry a time axis ``[B, T, ...]`` (the rest repeat one sample)
+SEQUENCE_ENCODINGS = (SPIKES, COUNTS)
+#: the largest count: a graded Lava payload is 24-bit
+COUNT_LIMIT = 2 ** 23 - 1
 #: graph meta: one sample's shape (one step's, for spikes) as users give it, where it is not
 #: the input node's (C, H, W) map: ``[K]`` for a vector input held as the map (K, 1, 1)
 SAMPLE_SHAPE = "sample_shape"
@@ -105,13 +113,34 @@ def is_flat(graph: Graph) -> bool:
 
 
 def encoding_of(graph: Graph) -> str:
-    """The input node's encoding, checked: analog / graded, or spikes."""
+    """The input node's encoding, checked: analog / graded, spikes, or counts (with its
+    ``max_count``, and no normalisation)."""
     node = graph.input_node
     enc = node.attrs.get("encoding")
-    if enc != SPIKES and enc not in ANALOG_ENCODINGS:
+    if enc not in SEQUENCE_ENCODINGS and enc not in ANALOG_ENCODINGS:
         raise IRError(f"{where(node)}: unknown encoding {enc!r} (expected one of "
-                      f"{[*ANALOG_ENCODINGS, SPIKES]})")
+                      f"{[*ANALOG_ENCODINGS, *SEQUENCE_ENCODINGS]})")
+    if enc == COUNTS:
+        max_count(node)
+        if "mean" in node.attrs or "std" in node.attrs:
+            raise IRError(f"{where(node)}: event counts are not normalised; drop its "
+                          "mean/std")
     return enc
+
+
+def max_count(node: Node) -> int:
+    """The largest event count a ``counts`` input node accepts (its proven input bound)."""
+    count = node.attrs.get("max_count")
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or \
+            not 1 <= int(count) <= COUNT_LIMIT:
+        raise IRError(f"{where(node)}: an event-count input needs 'max_count', an integer in "
+                      f"1..{COUNT_LIMIT} (the 24-bit graded payload); got {count!r}")
+    return int(count)
+
+
+def takes_sequences(graph: Graph) -> bool:
+    """Whether a batch carries its own time axis ``[B, T, ...]`` (spikes or counts)."""
+    return encoding_of(graph) in SEQUENCE_ENCODINGS
 
 
 def _dims(shape: Tuple[int, ...]) -> str:
@@ -119,22 +148,29 @@ def _dims(shape: Tuple[int, ...]) -> str:
 
 
 def batch_kind(graph: Graph) -> str:
-    """What a batch holds, in words: images, event frames, vectors or spike trains."""
-    spikes = encoding_of(graph) == SPIKES
+    """What a batch holds, in words: images, event frames, event-count frames, vectors,
+    spike trains or count trains."""
+    enc = encoding_of(graph)
     if is_flat(graph):
-        return "spike trains" if spikes else "vectors"
-    return "event frames" if spikes else "images"
+        return {SPIKES: "spike trains", COUNTS: "count trains"}.get(enc, "vectors")
+    return {SPIKES: "event frames", COUNTS: "event-count frames"}.get(enc, "images")
 
 
 def expected_batch(graph: Graph) -> str:
     """The batch shape users give, e.g. ``[B, 1, 8, 8]``, ``[B, 64]``, ``[B, 8, 64]``."""
-    steps = (graph.time_steps,) if encoding_of(graph) == SPIKES else ()
+    steps = (graph.time_steps,) if takes_sequences(graph) else ()
     return f"[B, {_dims(steps + sample_shape(graph))}]"
 
 
 def describe_input(graph: Graph) -> str:
     """The expected batch in words, for messages: ``vectors [B, 64] with values in [0, 1]``."""
-    rule = "of 0s and 1s" if encoding_of(graph) == SPIKES else "with values in [0, 1]"
+    enc = encoding_of(graph)
+    if enc == SPIKES:
+        rule = "of 0s and 1s"
+    elif enc == COUNTS:
+        rule = f"of integer counts 0..{max_count(graph.input_node)}"
+    else:
+        rule = "with values in [0, 1]"
     return f"{batch_kind(graph)} {expected_batch(graph)} {rule}"
 
 
@@ -150,7 +186,7 @@ def check_batch(graph: Graph, shape: Tuple[int, ...]) -> str:
     if len(shape) >= 1 and shape[0] == 0:
         raise ValueError(f"{where(node)}: the batch holds no samples (shape {list(shape)}); "
                          "give at least one")
-    if enc == SPIKES:
+    if enc in SEQUENCE_ENCODINGS:
         steps = graph.time_steps
         if shape[2:] not in (sample, maps) or len(shape) < 3:
             raise ValueError(f"{where(node)}: expected {kind} [B, {steps}, {_dims(sample)}], "
@@ -158,8 +194,7 @@ def check_batch(graph: Graph, shape: Tuple[int, ...]) -> str:
         if shape[1] != steps:
             raise ValueError(f"{where(node)}: expected {kind} [B, {steps}, {_dims(sample)}], "
                              f"got {list(shape)}: the graph runs {steps} time steps, the "
-                             f"{'events' if kind == 'event frames' else 'spike trains'} have "
-                             f"{shape[1]}")
+                             f"{kind} have {shape[1]}")
     elif shape[1:] not in (sample, maps) or len(shape) < 2:
         raise ValueError(f"{where(node)}: expected {kind} [B, {_dims(sample)}], got "
                          f"{list(shape)}")
@@ -169,7 +204,7 @@ def check_batch(graph: Graph, shape: Tuple[int, ...]) -> str:
 def as_maps(graph: Graph, x):
     """A checked batch (numpy or torch) in the input node's map layout: ``[B, C, H, W]`` or
     ``[B, T, C, H, W]`` (a vector batch ``[B, K]`` becomes ``[B, K, 1, 1]``)."""
-    lead = 2 if encoding_of(graph) == SPIKES else 1
+    lead = 2 if takes_sequences(graph) else 1
     want = tuple(x.shape[:lead]) + _map_shape(graph.input_node)
     return x if tuple(x.shape) == want else x.reshape(want)
 
@@ -192,10 +227,10 @@ def check_samples(graph: Graph, x, what: str = "input") -> np.ndarray:
             enc = check_batch(graph, x.shape)
         except ValueError:
             detail = ""
-            if encoding_of(graph) == SPIKES and x.ndim >= 2 and \
+            if takes_sequences(graph) and x.ndim >= 2 and \
                     tuple(x.shape[2:]) == sample_shape(graph):
-                detail = (f": the network runs {graph.time_steps} time steps, the spikes "
-                          f"have {x.shape[1]}")
+                detail = (f": the network runs {graph.time_steps} time steps, the "
+                          f"{batch_kind(graph)} have {x.shape[1]}")
             raise ValueError(f"{what} does not fit this network: shape {list(x.shape)}"
                              f"{detail}") from None
     except ValueError as e:
@@ -208,11 +243,35 @@ def check_samples(graph: Graph, x, what: str = "input") -> np.ndarray:
             at = np.argwhere(bad)[0]
             raise ValueError(f"{what} holds {int(bad.sum())} value(s) that are not spikes (the "
                              f"first: {x[tuple(at)]} in sample {int(at[0])}); {expected}")
+    elif enc == COUNTS:
+        check_counts(graph, x, what)
     elif x.size and not ((x >= 0) & (x <= 1)).all():
         hint = "; divide 8-bit images by 255" if 1 < x.max() <= 255 and x.min() >= 0 else ""
         raise ValueError(f"{what}: values must lie in [0, 1] (found {x.min():.4g}.."
                          f"{x.max():.4g}{hint}): the quantized input encoding is calibrated "
                          f"for that range; {expected}")
+    return x
+
+
+def check_counts(graph: Graph, x: np.ndarray, what: str = "input") -> np.ndarray:
+    """``x`` when it holds event counts the network accepts: integers in 0..max_count. A
+    larger count is refused, never clipped: the quantized first layer is proven free of
+    overflow only up to max_count (recompile with a larger --max-count to accept it)."""
+    limit = max_count(graph.input_node)
+    bad = (x != np.round(x)) | (x < 0)
+    if bad.any():
+        at = np.argwhere(bad)[0]
+        raise ValueError(f"{what} holds {int(bad.sum())} value(s) that are not event counts "
+                         f"(the first: {x[tuple(at)]} in sample {int(at[0])}); event-count "
+                         f"frames hold non-negative integers")
+    over = x > limit
+    if over.any():
+        at = np.argwhere(over)[0]
+        raise ValueError(f"{what} holds {int(over.sum())} count(s) above the network's "
+                         f"max_count {limit} (the largest: {x.max():.0f}, first in sample "
+                         f"{int(at[0])}); counts are never clipped: recompile with a larger "
+                         f"max count (spikeform-convert/-compile --max-count) or bin the "
+                         f"events into more frames")
     return x
 
 
@@ -231,11 +290,13 @@ def normalisation(node: Node) -> Optional[Tuple[np.ndarray, np.ndarray]]:
 
 def encode_float(graph: Graph, x) -> np.ndarray:
     """The float64 input sequence ``[T, B, C, H, W]``: images normalised and repeated over
-    T, or event frames moved time-first."""
+    T, or event (count) frames moved time-first."""
     x = check_values(_as_numpy(x)).astype(np.float64)
     enc = check_batch(graph, x.shape)
     x = as_maps(graph, x)
-    if enc == SPIKES:
+    if enc == COUNTS:
+        check_counts(graph, x)
+    if enc in SEQUENCE_ENCODINGS:
         return np.ascontiguousarray(x.transpose(1, 0, 2, 3, 4))
     seq = np.broadcast_to(x, (graph.time_steps,) + x.shape)
     stats = normalisation(graph.input_node)
@@ -249,7 +310,8 @@ def encode_integer(graph: Graph, x) -> np.ndarray:
 
     Static images (values in [0, 1]) are normalised, scaled by the input node's
     ``input_scale`` and rounded to the nearest integer (half to even), then repeated over
-    T. Event frames must already be binary.
+    T. Event frames must already be binary; event-count frames are sent as they are
+    (integers 0..max_count).
     """
     x = check_values(_as_numpy(x)).astype(np.float64)
     node = graph.input_node
@@ -260,6 +322,9 @@ def encode_integer(graph: Graph, x) -> np.ndarray:
         if bad.any():
             raise ValueError(f"{where(node)}: event frames must be binary; found value "
                              f"{x[bad][0]}")
+        return x.transpose(1, 0, 2, 3, 4).astype(np.int64)
+    if enc == COUNTS:
+        check_counts(graph, x, where(node))
         return x.transpose(1, 0, 2, 3, 4).astype(np.int64)
     if x.size and not ((x >= 0) & (x <= 1)).all():  # written so that NaN fails too
         found = f"{x.min():.4g}..{x.max():.4g}"
@@ -275,6 +340,7 @@ def encode_integer(graph: Graph, x) -> np.ndarray:
     return np.broadcast_to(x_int, (graph.time_steps,) + x_int.shape).copy()
 
 
-__all__ = ["SAMPLE_SHAPE", "sample_shape", "is_flat", "encoding_of", "batch_kind",
+__all__ = ["SAMPLE_SHAPE", "SPIKES", "COUNTS", "SEQUENCE_ENCODINGS", "sample_shape", "is_flat",
+           "encoding_of", "max_count", "takes_sequences", "check_counts", "batch_kind",
            "expected_batch", "describe_input", "check_batch", "as_maps", "check_values",
            "check_samples", "normalisation", "encode_float", "encode_integer"]

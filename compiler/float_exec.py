@@ -5,7 +5,8 @@ the Spikformer takes it and returns the logits plus, on request, every node's ou
 
 Input batch
     ``[B, C, H, W]`` static images, repeated over ``graph.time_steps`` steps, or
-    ``[B, T, C, H, W]`` event frames when the input node's ``attrs["encoding"] == "spikes"``
+    ``[B, T, C, H, W]`` event frames when the input node's ``attrs["encoding"]`` is
+    ``"spikes"`` (binary) or ``"counts"`` (event counts)
     (checked by :func:`compiler.encoding.check_batch`, the message every executor gives);
     ``[B, K]`` / ``[B, T, K]`` for a network whose input is a vector (``compiler.encoding``).
 
@@ -60,7 +61,8 @@ Bit-identity with the PyTorch model
     bits; a ``batchnorm`` runs in the layout its input was computed in (``[T*B*N, D]`` after
     a token-wise linear, like ``BatchNorm1d``); ``token_time_mean`` is ``mean(dim=(0, 2))``
     over contiguous tokens as in ``Spikformer.forward``. Elementwise ops (LIF, sums,
-    thresholds, normalisation) round identically in any layout.
+    thresholds, normalisation) round identically in any layout. (On the CPU; see
+    :func:`run_float` for CUDA.)
 """
 from __future__ import annotations
 
@@ -73,7 +75,8 @@ import torch.nn.functional as F
 
 from spikformer_neuro.neuron import lif_multistep
 
-from .encoding import SPIKES, as_maps, check_batch, normalisation
+from .encoding import SEQUENCE_ENCODINGS, as_maps, check_batch, normalisation
+from .exact.device import DeviceLike, exact_float_math, resolve_device
 from .interpreter import Interpreter, where
 from .ir import Graph, IRError, Node, lif_attrs
 from .layout import map_to_tokens, merge_heads, pair, split_heads, tokens_to_map
@@ -112,21 +115,23 @@ class _Value:
 
 
 class FloatExecutor(Interpreter):
-    """Runs a float-level graph in torch (``dtype``: float32 or float64); values are
-    :class:`_Value`. The source passed to :meth:`run` is the batch as the model takes it."""
+    """Runs a float-level graph in torch (``dtype``: float32 or float64, on ``device``); values
+    are :class:`_Value`. The source passed to :meth:`run` is the batch as the model takes it."""
 
     name = "float executor"
 
-    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float32):
+    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float32,
+                 device: torch.device = torch.device("cpu")):
         super().__init__(graph)
         self.dtype = dtype
+        self.device = device
         self.batch: Optional[int] = None
 
     def param(self, node: Node, key: str) -> Optional[torch.Tensor]:
         arr = node.params.get(key)
         if arr is None:
             return None
-        return torch.from_numpy(np.ascontiguousarray(arr)).to(self.dtype)
+        return torch.from_numpy(np.ascontiguousarray(arr)).to(self.dtype).to(self.device)
 
     # -- the interpreter's hooks ------------------------------------------------------------
     def unsupported(self, node: Node) -> IRError:
@@ -173,20 +178,20 @@ class FloatExecutor(Interpreter):
     # -- ops --------------------------------------------------------------------------------
     def op_input(self, node: Node, x: torch.Tensor) -> _Value:
         enc = check_batch(self.graph, tuple(x.shape))
-        if enc not in (SPIKES, "analog"):
+        if enc not in (*SEQUENCE_ENCODINGS, "analog"):
             raise IRError(f"{where(node)}: encoding {enc!r} belongs to quantized graphs (the "
-                          "reference executor runs them); a float graph's input is 'analog' "
-                          "or 'spikes'")
+                          "reference executor runs them); a float graph's input is 'analog', "
+                          "'spikes' or 'counts'")
         self.batch = int(x.shape[0])
         x = as_maps(self.graph, x)   # a vector batch [B, K] is the map [B, K, 1, 1]
-        if enc == SPIKES:
+        if enc in SEQUENCE_ENCODINGS:
             x = x.transpose(0, 1)
         else:
             x = x.unsqueeze(0).expand(self.graph.time_steps, *x.shape)
-        x = x.to(self.dtype)
+        x = x.to(self.dtype).to(self.device)
         stats = normalisation(node)
         if stats is not None:   # in the compute dtype, as the model normalises
-            mean, std = (torch.from_numpy(s).to(self.dtype) for s in stats)
+            mean, std = (torch.from_numpy(s).to(self.dtype).to(self.device) for s in stats)
             x = (x - mean) / std
         return _Value(x, "map", True, tuple(node.shape))
 
@@ -253,8 +258,8 @@ class FloatExecutor(Interpreter):
     def _lif_general(self, x: torch.Tensor, tau: float, theta: float, r: float,
                      rule: str) -> torch.Tensor:
         """The generalised LIF (see the module docstring), one step at a time."""
-        decay = torch.tensor(1.0 - 1.0 / tau, dtype=self.dtype)
-        gain = torch.tensor(r / tau, dtype=self.dtype)
+        decay = torch.tensor(1.0 - 1.0 / tau, dtype=self.dtype, device=self.device)
+        gain = torch.tensor(r / tau, dtype=self.dtype, device=self.device)
         fire = torch.gt if rule == ">" else torch.ge
         v = torch.zeros_like(x[0])
         spikes = torch.empty_like(x)
@@ -328,17 +333,22 @@ class FloatExecutor(Interpreter):
 
 
 def run_float(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False,
-              dtype: torch.dtype = torch.float32) -> FloatResult:
+              dtype: torch.dtype = torch.float32, device: DeviceLike = "cpu") -> FloatResult:
     """Run a float-level graph on a batch ``x``; see the module docstring for the contract.
 
     ``record``: True for every node, an iterable of node names, or False for logits only.
     ``dtype``: float32 (the model's arithmetic) or float64 (parameters are cast once).
+    ``device``: "cpu" (default) or "cuda" (an :class:`compiler.ir.OptionError` naming
+    ``device`` without CUDA); the results stay on it. On CUDA, TF32 is off while it runs (true
+    float32 products, as on the CPU), but cuDNN's and cuBLAS's summation orders differ from
+    the CPU's: the last bits of a float result, and so a spike on a threshold's edge, may.
     """
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"run_float computes in float32 or float64, not {dtype}")
+    dev = resolve_device(device)
     x = torch.as_tensor(x)
     graph.validate()
-    executor = FloatExecutor(graph, dtype)
-    with torch.no_grad():
+    executor = FloatExecutor(graph, dtype, dev)
+    with torch.no_grad(), exact_float_math():
         outputs = executor.run(x, record=record)
     return FloatResult(executor.values[graph.output_node.name].data, outputs)

@@ -67,10 +67,14 @@ def model_to_ir(model: Spikformer, meta: dict | None = None) -> Graph:
                         "num_classes": cfg.num_classes, "stage": FLOAT.value, **(meta or {})})
     b = _Builder(graph)
     side = cfg.img_size
-    x = b.add("input", "input", [], (cfg.in_channels, side, side),
-              encoding="spikes" if cfg.event_input else "analog",
-              mean=[float(v) for v in model.input_mean.flatten()],
-              std=[float(v) for v in model.input_std.flatten()])
+    if cfg.event_max_count is not None:   # event counts: no normalisation (config.validate)
+        x = b.add("input", "input", [], (cfg.in_channels, side, side), encoding="counts",
+                  max_count=int(cfg.event_max_count))
+    else:
+        x = b.add("input", "input", [], (cfg.in_channels, side, side),
+                  encoding="spikes" if cfg.event_input else "analog",
+                  mean=[float(v) for v in model.input_mean.flatten()],
+                  std=[float(v) for v in model.input_std.flatten()])
     for i, stage in enumerate(model.sps.stages):
         x = b.conv_bn_lif(f"sps.stages.{i}", x, stage, (stage.conv.out_channels, side, side))
         if i in model.sps.pool_stages:

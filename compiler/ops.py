@@ -132,10 +132,13 @@ _NORMALISATION = (optional("mean", "float_list"), optional("std", "float_list"))
 _LIF_INFO = (optional("r", "float", 1.0), optional("spike_if", "str", ">=", choices=SPIKE_RULES))
 
 OPS: Dict[str, OpSpec] = {s.name: s for s in (
-    OpSpec("input", BOTH, "the sample: analog images (normalised with mean/std) or spike "
-           "frames; quantized: graded integers (input_scale levels per unit) or spikes",
-           attrs=(required("encoding", "str", choices=("analog", "spikes", "graded")),
+    OpSpec("input", BOTH, "the sample: analog images (normalised with mean/std), spike "
+           "frames, or event-count frames (integers 0..max_count per step, not normalised); "
+           "quantized: graded integers (input_scale levels per unit), spikes or counts",
+           attrs=(required("encoding", "str",
+                           choices=("analog", "spikes", "counts", "graded")),
                   *_NORMALISATION,
+                  optional("max_count", "int"),  # counts only: the largest count accepted
                   optional("input_scale", "float", at=frozenset({QUANTIZED})),  # graded only
                   optional("max_abs", "int", 1, at=frozenset({QUANTIZED})),  # largest |x_int|
                   optional("bits", "int", at=frozenset({QUANTIZED})),
@@ -166,9 +169,12 @@ OPS: Dict[str, OpSpec] = {s.name: s for s in (
     OpSpec("threshold", BOTH, "1 where the input >= threshold",
            attrs=(required("threshold", "float"),), output=Output.SPIKES),
     OpSpec("spiking_attention", BOTH, "per head Q.K^T.V.scale on binary token grids; "
-           "quantized: integer counts times gain",
+           "quantized: integer counts, at most 'saturation' (where set), times gain",
            attrs=(required("num_heads", "int"), required("scale", "float"),
-                  required("gain", "int", at=frozenset({QUANTIZED}))),
+                  required("gain", "int", at=frozenset({QUANTIZED})),
+                  # counts this large make the next LIF fire whatever its state: larger ones
+                  # are sent as this (exact, and it bounds the 24-bit membrane)
+                  optional("saturation", "int", at=frozenset({QUANTIZED}))),
            inputs=("q", "k", "v")),
     OpSpec("sum", BOTH, "graded residual sum of its inputs"),
     OpSpec("token_time_mean", frozenset({FLOAT}), "mean over tokens (H*W) and time steps",

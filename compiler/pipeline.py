@@ -1,9 +1,10 @@
 """The compile pipeline: source -> float IR -> passes -> quantized IR.
 
-A source is a spikeform-train checkpoint or a ``.nir`` file (:func:`load_source`); both yield
-a float graph plus what the rest needs (data set, image size, time steps), so everything
-after the source is shared. Each stage is a function of the previous one's output. How
-faithfully the result runs (float model vs reference executor) is measured by
+A source is a spikeform-train checkpoint, a checkpoint of the official Spikformer code
+(converted in memory by spikformer_neuro.official) or a ``.nir`` file (:func:`load_source`);
+each yields a float graph plus what the rest needs (data set, image size, time steps), so
+everything after the source is shared. Each stage is a function of the previous one's
+output. How faithfully the result runs (float model vs reference executor) is measured by
 ``compiler.reports.measure`` and reported by ``compiler.reports.compile_report``; the
 command-line layer strings these together and writes the artifact and the report.
 """
@@ -13,17 +14,19 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from spikformer_neuro.checkpoint import Checkpoint, load_checkpoint
+from spikformer_neuro.official import (OURS, ConversionOptions, ConversionSummary,
+                                       convert_container, open_source)
 
 from .calibration import detect_input_grid, observed_synaptic_max
 from .encoding import SPIKES, describe_input, encoding_of, is_flat, sample_shape
 from .frontend import checkpoint_to_ir
-from .ir import Graph, IRError, non_finite
+from .ir import Graph, IRError, OptionError, non_finite
 from .passes import float_passes
 from .passes.quantize import QuantizeOptions, quantize
 
@@ -41,13 +44,15 @@ class Source:
     """What a checkpoint or a NIR file provides to the shared pipeline."""
 
     path: Path
-    kind: str                 # "checkpoint" or "nir"
+    kind: str                 # "checkpoint", "official" (converted in memory) or "nir"
     graph: Graph              # float IR (a checkpoint's before float_passes, a NIR file's as read)
     dataset: Optional[str]    # data set name (None: a foreign NIR file given no dataset)
     img_size: Optional[int]   # side of the input images (the input node's H); None when the
                               # input is a vector [K] (compiler.encoding.sample_shape)
     time_steps: int
     model: str                # a name for reports
+    # an official checkpoint's conversion: where each value came from, the dropped keys
+    conversion: Optional[ConversionSummary] = None
 
     @property
     def hints(self) -> Optional[dict]:
@@ -57,25 +62,37 @@ class Source:
 
 def load_source(path: Union[str, Path], *, nir_convention: Optional[str] = None,
                 nir_dt: Optional[float] = None, time_steps: Optional[int] = None,
-                dataset: Optional[str] = None) -> Source:
-    """A checkpoint or a ``.nir`` file (by name or HDF5 signature) -> :class:`Source`.
+                dataset: Optional[str] = None,
+                official: Optional[ConversionOptions] = None) -> Source:
+    """A checkpoint, an official Spikformer checkpoint or a ``.nir`` file (by name or HDF5
+    signature) -> :class:`Source`.
 
-    The keyword arguments are for NIR files from other toolchains (compiler.nir.read_nir_file);
-    a wrong or missing one is an ``OptionError`` whose ``option`` names it.
+    ``time_steps`` and ``dataset`` are for NIR files from other toolchains
+    (compiler.nir.read_nir_file, with ``nir_convention`` and ``nir_dt``) and for official
+    checkpoints (with ``official``: heads, image size, layout, ...); a wrong or missing one
+    is an ``OptionError`` whose ``option`` names it (an official checkpoint's problems are
+    ``spikformer_neuro.official.OfficialCheckpointError``). A spikeform-train checkpoint
+    fixes all of them itself and takes none.
     """
     from .nir import is_nir_file, read_nir_file  # NIR/h5py only when needed
 
     path = Path(path)
+    conversion = None
     if is_nir_file(path):
+        _refuse_options(path, "a NIR file", official=official)
         check_nir_numbers(path)
         graph = read_nir_file(path, convention=nir_convention, dt=nir_dt,
                               time_steps=time_steps, dataset=dataset)
         kind = "nir"
         model = str(graph.meta.get("model") or path.stem)
     else:
-        ckpt = load_checkpoint(path)
+        _refuse_options(path, "a checkpoint", nir_convention=nir_convention, nir_dt=nir_dt)
+        options = dataclasses.replace(official or ConversionOptions(), time_steps=time_steps,
+                                      dataset=dataset)
+        ckpt, conversion = load_checkpoint_or_official(path, options)
         graph = checkpoint_to_ir(ckpt)
-        kind, model = "checkpoint", ckpt.config.name
+        kind = "checkpoint" if conversion is None else "official"
+        model = ckpt.config.name
     inp = graph.input_node
     if len(inp.shape) != 3:
         raise IRError(f"{path}: input node '{inp.name}' has shape {list(inp.shape)}; the "
@@ -87,7 +104,37 @@ def load_source(path: Union[str, Path], *, nir_convention: Optional[str] = None,
                       f"(meta time_steps = {graph.meta.get('time_steps')!r})") from None
     sample_shape(graph)   # a malformed graph meta 'sample_shape' is an IRError here
     return Source(path, kind, graph, graph.meta.get("dataset") or dataset,
-                  None if is_flat(graph) else int(inp.shape[1]), steps, model)
+                  None if is_flat(graph) else int(inp.shape[1]), steps, model, conversion)
+
+
+def load_checkpoint_or_official(path: Path, options: ConversionOptions
+                                ) -> Tuple[Checkpoint, Optional[ConversionSummary]]:
+    """(the checkpoint, None) for a spikeform-train checkpoint; (its in-memory conversion,
+    the summary) for a file of the official Spikformer code, read without running code. A
+    spikeform-train checkpoint given any of ``options`` is refused naming them: it fixes
+    them itself. A file that is neither gets load_checkpoint's message for it."""
+    container = open_source(path, ema=options.ema)
+    if container is None or container.kind == OURS:
+        given = options.given()
+        if given and container is not None:
+            raise OptionError(f"{path} is a spikeform-train checkpoint, which fixes its own "
+                              f"architecture, time steps, data set and normalisation: drop "
+                              f"{', '.join(given)} (they are for checkpoints of the official "
+                              "Spikformer code)", option=given[0][2:].replace("-", "_"))
+        return load_checkpoint(path), None
+    conversion = convert_container(container, options)
+    return conversion.checkpoint, conversion.summary
+
+
+def _refuse_options(path: Path, what: str, *, official: Optional[ConversionOptions] = None,
+                    **nir_options) -> None:
+    """Options that do not apply to ``path``'s kind of source, as an OptionError."""
+    given = list(official.given()) if official is not None else []
+    given = [flag for flag in given if flag not in ("--time-steps", "--dataset")]
+    given += [name for name, value in nir_options.items() if value is not None]
+    if given:
+        raise OptionError(f"{path} is {what}: {', '.join(given)} do not apply to it",
+                          option=given[0].lstrip("-").replace("-", "_"))
 
 
 def with_spike_input(src: Source) -> Source:

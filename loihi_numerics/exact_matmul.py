@@ -35,9 +35,11 @@ because ``|x[k]| <= m <= max(R, 1) * m`` (the test uses ``max(R, 1)``).
 Who uses it: the accelerated Lava Conv model (``deploy.accelerated.models``;
 Lava's stock Conv computes in float64 and may round in its own order past the
 bound, so that model does not use the int64 path but a tight per-output check
-and, failing that, stock's own code), the attention process's products and the
-reference's ``conv_accumulate`` (:mod:`loihi_numerics.fixed_point`), which
-choose their dtype with :func:`exact_dtype`.
+and, failing that, stock's own code), the attention process's products and
+``fixed_point.conv_accumulate``, which choose their dtype with :func:`exact_dtype`, and the
+torch kernels of the reference executor (``compiler.exact``), which choose theirs with
+:func:`exact_path` (the limits are read at each call: tests lower the module's
+``FLOAT32_EXACT_LIMIT`` / ``FLOAT64_EXACT_LIMIT`` to force the wider paths there).
 
 Tests force the int64 path by setting ``float32_limit = float64_limit = 0``
 on an instance (or a subclass of the model that owns it).
@@ -57,14 +59,22 @@ PATH_FLOAT64 = "float64"
 PATH_INT64 = "int64"
 
 
-def exact_dtype(bound: int):
-    """The cheapest dtype whose matmul is exact when every sum of |products| stays below
-    ``bound`` (the argument above): float32, float64, else int64."""
+def exact_path(bound: int) -> str:
+    """The cheapest arithmetic in which integers of magnitude ``<= bound``, and every sum of
+    products whose sum of |products| is ``<= bound``, are exact (the argument above):
+    ``PATH_FLOAT32`` below 2**24, ``PATH_FLOAT64`` below 2**53, else ``PATH_INT64``. The one
+    rule for numpy here and for the torch kernels of the reference executor
+    (``compiler.exact``)."""
     if bound < FLOAT32_EXACT_LIMIT:
-        return np.float32
+        return PATH_FLOAT32
     if bound < FLOAT64_EXACT_LIMIT:
-        return np.float64
-    return np.int64
+        return PATH_FLOAT64
+    return PATH_INT64
+
+
+def exact_dtype(bound: int):
+    """The numpy dtype of :func:`exact_path` ``(bound)``: float32, float64, else int64."""
+    return ExactIntMatmul.dtype_of(exact_path(bound))
 
 
 def max_abs_int(x: np.ndarray) -> int:

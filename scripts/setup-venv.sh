@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
-LOCKS="pyproject.toml requirements.lock requirements-interop.lock"
+LOCKS="pyproject.toml requirements.lock requirements-interop.lock requirements-cluster.lock"
 STAMP="$VENV/.installed-$(cat $LOCKS | sha256sum | cut -c1-16)"
 
 find_python310() {
@@ -40,11 +40,17 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip<25"
 # The lock file pins every package; torch 2.3.1 from PyPI is the CUDA build (~5.6 GB).
 "$VENV/bin/python" -m pip install --quiet -c requirements.lock -e ".[test]"
+# The optional [cluster] extra (Ray 2.60.0 with Ray Client, for spikeform-run --cluster ray),
+# installed here because the Ray tests run in CI: pinned with its dependencies, changing no
+# package of requirements.lock. About 13 s and 260 MiB.
+"$VENV/bin/python" -m pip install --quiet -c requirements.lock -r requirements-cluster.lock
 # The real norse and sinabs for the interop tests (tests/test_compiler/nir/test_norse.py,
-# test_sinabs.py), exact versions, in a folder of their own that only those tests put on
-# sys.path: sinabs declares nir<=1.0.4 and samna, which clash with our pins and are not needed
-# for NIR export and simulation, so they are installed without dependencies (they run on the
-# torch, nir and nirtorch above). Pure Python; about 10 s (norse builds from its sdist).
+# test_sinabs.py) and spikingjelly 0.0.0.0.12 for the official-Spikformer checkpoint tests
+# (tests/support/official_models.py), exact versions, in a folder of their own that only
+# those tests put on sys.path: sinabs declares nir<=1.0.4 and samna, which clash with our pins
+# and are not needed for NIR export and simulation, so they are installed without
+# dependencies (they run on the torch, nir and nirtorch above; spikingjelly on torch and
+# numpy). Pure Python; about 10 s (norse builds from its sdist).
 rm -rf "$VENV/interop"
 "$VENV/bin/python" -m pip install --quiet --no-deps --target "$VENV/interop" \
   -r requirements-interop.lock

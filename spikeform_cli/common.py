@@ -370,11 +370,11 @@ def _dims(shape) -> str:
 def _want(graph) -> Tuple[Tuple[int, ...], bool, int]:
     """(one item's shape as the network takes it: ``[T, *sample]`` for spike input, whether
     the input is a vector held as the map (K, 1, 1), the number of leading time axes)."""
-    from compiler.encoding import SPIKES, is_flat, sample_shape
+    from compiler.encoding import is_flat, sample_shape, takes_sequences
 
-    spikes = graph.input_node.attrs.get("encoding") == SPIKES
+    timed = takes_sequences(graph)
     sample = sample_shape(graph)
-    return ((graph.time_steps,) if spikes else ()) + sample, is_flat(graph), int(spikes)
+    return ((graph.time_steps,) if timed else ()) + sample, is_flat(graph), int(timed)
 
 
 def graph_samples(graph, name: str, split: str, data_dir: Optional[str], *,
@@ -387,8 +387,11 @@ def graph_samples(graph, name: str, split: str, data_dir: Optional[str], *,
     from spikformer_neuro.data import DatasetError, load_dataset
     from spikformer_neuro.data.arrays import Reshaped
 
+    from compiler.encoding import COUNTS, encoding_of
+
     want, flat, lead = _want(graph)
     steps = graph.time_steps
+    counts = encoding_of(graph) == COUNTS   # event data binned as the network takes it
     # a vector input has no image size: the data set is read at its own
     img_size = None if flat else int(graph.input_node.shape[1])
     record = {"source": "dataset", "dataset": name, "split": split, "shape": list(want)}
@@ -401,7 +404,8 @@ def graph_samples(graph, name: str, split: str, data_dir: Optional[str], *,
             f"samples that fit with {flag} X.npy ([B, {_dims(want)[1:]})")
 
     try:
-        ds, info = load_dataset(name, split, data_dir, img_size=img_size, time_steps=steps)
+        ds, info = load_dataset(name, split, data_dir, img_size=img_size, time_steps=steps,
+                                event_counts=counts)
     except DatasetError as e:
         if img_size is not None:   # an image size the data set does not have?
             try:

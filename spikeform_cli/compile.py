@@ -1,7 +1,9 @@
 """`spikeform-compile MODEL.pth|GRAPH.nir --target TARGET`: compile a network and verify it.
 
-The network comes from a spikeform-train checkpoint or a NIR file (ours, or another
-toolchain's with --nir-convention/--time-steps; its input an image or a vector). Calibration
+The network comes from a spikeform-train checkpoint, a checkpoint of the official Spikformer
+code (converted in memory as spikeform-convert does, with the same flags: --num-heads,
+--time-steps, --img-size, ...) or a NIR file (ours, or another toolchain's with
+--nir-convention/--time-steps; its input an image or a vector). Calibration
 and verification samples come from the data set (the checkpoint's, or --dataset) or from the
 user's .npy files (--data, --labels, --calibration-data; report.json's "data" says which).
 `--target nir` exports it to a NIR file instead (optionally only its stock-executable part,
@@ -25,7 +27,9 @@ from typing import List, Optional
 from loihi_numerics.grid import GridError
 from spikformer_neuro.checkpoint import CheckpointError
 from spikformer_neuro.data import DatasetError
+from spikformer_neuro.official import OURS, open_source
 
+from compiler.exact.device import resolve_device
 from compiler.ir import IRError
 from compiler.nir import CONVENTIONS
 from compiler.pipeline import Compiled, Source, load_source
@@ -41,6 +45,7 @@ from spikeform_cli.common import (FLOAT_LAVA_TARGET, LAVA_TARGETS, NIR_TARGET, T
                                   compile_source, describe_samples, inside, json_bytes,
                                   labelled_batches, require_lava, same_file, stack_samples,
                                   write_or_fallback)
+from spikeform_cli.convert import add_conversion_flags, conversion_options
 from spikeform_cli.exit_codes import EXIT_VERIFICATION_FAILED, run_with_exit_codes
 
 DEFAULT_LAVA_SAMPLES = 32
@@ -55,11 +60,16 @@ class VerificationError(Exception):
     """Lava disagreed with the reference executor; exit code 3."""
 
 
+#: the targets whose Lava verification --workers spreads over processes (the simulator's)
+WORKER_TARGETS = ("lava-sim", "lava-sim-stock")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikeform-compile", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="checkpoint written by spikeform-train (model.pth) or a NIR "
-                                 "graph (graph.nir)")
+    p.add_argument("model", help="checkpoint written by spikeform-train (model.pth), a "
+                                 "checkpoint of the official Spikformer code (*.pth.tar) or a "
+                                 "NIR graph (graph.nir)")
     p.add_argument("--target", default="lava-sim", help=f"one of: {', '.join(TARGETS)} "
                    "(nir: write a .nir file, no verification; lava-sim-float: also run the "
                    "float graph on Lava's floating-point models against the float executor)")
@@ -69,14 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nir-portable", action="store_true",
                    help="--target nir: export only what stock NIR consumers can execute (the "
                         "part of the network before spiking attention)")
-    nir_in = p.add_argument_group("NIR graphs from other toolchains (snntorch, norse, sinabs)")
+    nir_in = p.add_argument_group(
+        "NIR graphs from other toolchains (snntorch, norse, sinabs); --time-steps and "
+        "--dataset also for official Spikformer checkpoints")
     nir_in.add_argument("--nir-convention", choices=CONVENTIONS,
                         help="whose discretisation of tau and r the file uses")
-    nir_in.add_argument("--time-steps", type=int, help="time steps per sample")
+    nir_in.add_argument("--time-steps", type=int,
+                        help="time steps per sample (an official checkpoint: instead of its "
+                             "stored training arguments)")
     nir_in.add_argument("--dataset", help="data set for calibration and verification "
-                                          "(e.g. digits; or give your own with --data)")
+                                          "(e.g. digits; or give your own with --data; an "
+                                          "official checkpoint: instead of the one its stored "
+                                          "arguments name)")
     nir_in.add_argument("--nir-dt", type=float, help="the exporter's time step, where the "
                                                      "convention does not fix it")
+    add_conversion_flags(p, "checkpoints of the official Spikformer code (spikeform-convert "
+                            "takes the same flags)", with_dataset_and_steps=False)
     data = p.add_argument_group(
         "your own data (.npy, read without pickle) instead of the data set's test and "
         "training splits")
@@ -105,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--report", help="also write the JSON report here")
     p.add_argument("--no-verify", action="store_true", help="compile only")
+    p.add_argument("--device", default="cpu",
+                   help="where the verification's float model and reference executor run: "
+                        "cpu, or cuda (cuda:N); the reference's integers are the same on both")
+    p.add_argument("--workers", type=int, default=1,
+                   help="Lava verification over N local processes, each its own Lava runtime "
+                        "(lava-sim, lava-sim-stock; the same spikes and logits in the same "
+                        "order)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the report as JSON only")
     return p
@@ -190,12 +215,34 @@ def _check_source_flags(args: argparse.Namespace, source: Path) -> None:
     """Flags that only make sense for some sources or targets: refused before any work."""
     from compiler.nir import is_nir_file
 
-    foreign = [f for f, v in (("--nir-convention", args.nir_convention),
-                              ("--time-steps", args.time_steps), ("--dataset", args.dataset),
-                              ("--nir-dt", args.nir_dt)) if v is not None]
-    if foreign and source.exists() and not is_nir_file(source):
-        raise CliError(f"{', '.join(foreign)} only apply to NIR files; {source} is a "
-                       "checkpoint, which names its own data set and time steps")
+    nir_only = [f for f, v in (("--nir-convention", args.nir_convention),
+                               ("--nir-dt", args.nir_dt)) if v is not None]
+    shared = [f for f, v in (("--time-steps", args.time_steps), ("--dataset", args.dataset))
+              if v is not None]
+    official = [f for f in conversion_options(args).given() if f not in shared]
+    upstream = "checkpoints of the official Spikformer code"
+    if source.exists() and is_nir_file(source):
+        if official:
+            verb = "applies" if len(official) == 1 else "apply"
+            raise CliError(f"{', '.join(official)} only {verb} to {upstream}; {source} is a "
+                           "NIR file: drop them")
+    elif source.exists() and (nir_only or shared or official):
+        container = open_source(source)   # None: load_source names what is wrong with it
+        ours = container is not None and container.kind == OURS
+        if ours:   # a spikeform-train checkpoint fixes everything these flags set
+            groups = [(nir_only + shared, "NIR files")] if nir_only else \
+                [(shared, f"NIR files and {upstream}")]
+            groups.append((official, upstream))
+        else:      # an official checkpoint takes all but the NIR conventions
+            groups = [(nir_only, "NIR files")]
+        parts = [f"{', '.join(flags)} only apply to {where}" for flags, where in groups
+                 if flags]
+        if parts:
+            kind = ("a spikeform-train checkpoint, which names its own data set, time steps "
+                    "and architecture" if ours else
+                    "a checkpoint, not a NIR file" if container is None else
+                    "a checkpoint of the official Spikformer code")
+            raise CliError(f"{'; '.join(parts)}; {source} is {kind}")
     if args.nir_portable and args.target != NIR_TARGET:
         raise CliError("--nir-portable only applies to --target nir")
     if args.target == NIR_TARGET:
@@ -216,6 +263,18 @@ def _check_source_flags(args: argparse.Namespace, source: Path) -> None:
                            "calibration or verification; drop "
                            f"{'it' if len(unused) == 1 else 'them'}, or choose a compiling "
                            "target")
+    if args.device != "cpu" and (args.no_verify or args.target == NIR_TARGET):
+        raise CliError(f"--device {args.device} is where the verification runs, and "
+                       f"{'--no-verify' if args.no_verify else '--target nir'} runs none: drop "
+                       "--device")
+    if args.workers < 1:
+        raise CliError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 and (args.no_verify or args.target not in WORKER_TARGETS):
+        raise CliError(f"--workers {args.workers} spreads the Lava verification of "
+                       f"{' and '.join(WORKER_TARGETS)} over processes; "
+                       + ("--no-verify runs none" if args.no_verify else
+                          f"--target {args.target} runs none")
+                       + ": drop --workers")
     if args.samples is not None and args.no_verify:
         raise CliError(f"--samples {args.samples} has no effect with --no-verify (the samples "
                        "are the verification's); drop one of them")
@@ -237,7 +296,23 @@ def _check_source_flags(args: argparse.Namespace, source: Path) -> None:
 
 def _load(args: argparse.Namespace, path: Path) -> Source:
     return load_source(path, nir_convention=args.nir_convention, nir_dt=args.nir_dt,
-                       time_steps=args.time_steps, dataset=args.dataset)
+                       time_steps=args.time_steps, dataset=args.dataset,
+                       official=conversion_options(args))
+
+
+def _conversion_lines(src: Source) -> str:
+    """An official checkpoint's conversion summary, printed above the table."""
+    if src.conversion is None:
+        return ""
+    return "converted in memory from the official Spikformer code:\n  " + \
+        "\n  ".join(src.conversion.lines()) + "\n\n"
+
+
+def _with_conversion(report: dict, src: Source) -> dict:
+    """report.json records an official checkpoint's conversion under source.conversion."""
+    if src.conversion is not None:
+        report["source"]["conversion"] = src.conversion.as_dict()
+    return report
 
 
 def _export_nir(args: argparse.Namespace, source: Path) -> int:
@@ -259,8 +334,9 @@ def _export_nir(args: argparse.Namespace, source: Path) -> int:
     start = time.perf_counter()
     src = _load(args, source)
     info = write_nir_file(prepare_float(src.graph), out, portable=args.nir_portable)
-    report = nir_export_report(src, target=NIR_TARGET, nir_file=str(out), export=info.as_dict(),
-                               seconds=time.perf_counter() - start)
+    report = _with_conversion(nir_export_report(src, target=NIR_TARGET, nir_file=str(out),
+                                                export=info.as_dict(),
+                                                seconds=time.perf_counter() - start), src)
     failed = write_or_fallback(report_path, json_bytes(report), "the report") \
         if report_path else None
     if args.json:
@@ -282,7 +358,7 @@ def _export_nir(args: argparse.Namespace, source: Path) -> int:
     if info.fragment:
         lines.append(f"left out          {len(info.left_out)} nodes from "
                      f"{', '.join(info.blockers)} on (no stock NIR equivalent)")
-    print("\n".join(lines))
+    print(_conversion_lines(src) + "\n".join(lines))
     if failed:
         raise CliError(failed)
     return 0
@@ -314,6 +390,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"the model {model_path} lies inside the output directory {out.path}, "
                        "which is replaced as a whole; choose another -o/--output")
     out.check()
+    resolve_device(args.device)   # before any work: a missing GPU is named at once
     if inside(report_path, out.path):
         raise CliError(f"--report {report_path} lies inside the artifact directory {out.path}, "
                        "which is replaced as a whole (and already holds report.json); give a "
@@ -343,14 +420,16 @@ def run(args: argparse.Namespace) -> int:
         # float model vs reference executor: accuracies, per-layer agreement, energy
         m = measure(compiled.quantized, compiled.float_graph, batches,
                     progress.over("float + reference", total=count),
-                    membrane=False, float_energy=False, attention=False)
+                    membrane=False, float_energy=False, attention=False,
+                    device=args.device)
         if args.target == FLOAT_LAVA_TARGET:
             lava = _verify_lava_float(compiled, test_ds, progress)
         elif lava_target:
-            lava = _verify_lava(compiled, test_ds, args.target, progress)
+            lava = _verify_lava(compiled, test_ds, args.target, progress, args.workers)
         run_seconds = time.perf_counter() - start
-    report = compile_report(compiled, src, m, lava, target=args.target, artifact=str(out.path),
-                            run_seconds=run_seconds)
+    report = _with_conversion(compile_report(compiled, src, m, lava, target=args.target,
+                                             artifact=str(out.path), run_seconds=run_seconds),
+                              src)
     report["data"] = data   # where the calibration and verification samples came from
     exact = lava is None or lava.exact
     # results are never lost to a failure in writing them: what cannot go where it was asked
@@ -359,7 +438,8 @@ def run(args: argparse.Namespace) -> int:
         _write_artifact(out, compiled, report) if exact else None,
         write_or_fallback(report_path, json_bytes(report), "the --report JSON")
         if report_path else None) if msg]
-    print(json.dumps(report, sort_keys=True) if args.json else _table(report))
+    print(json.dumps(report, sort_keys=True) if args.json
+          else _conversion_lines(src) + _table(report))
     if failed and exact:
         raise CliError("; ".join(failed))
     if not exact:
@@ -375,16 +455,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_lava(compiled: Compiled, test_ds, target: str, progress: Progress
-                 ) -> LavaVerification:
-    """Run the test samples through Lava and compare with the reference executor."""
+def _verify_lava(compiled: Compiled, test_ds, target: str, progress: Progress,
+                 workers: int = 1) -> LavaVerification:
+    """Run the test samples through Lava (on ``workers`` local processes) and compare with
+    the reference executor."""
     from compiler.encoding import encode_integer
     from deploy.lava.verify import verify_against_reference
 
     x, y = stack_samples(test_ds, len(test_ds))
     x_seq = encode_integer(compiled.quantized, x)
-    with progress.steps(f"Lava ({target})") as update:
-        check = verify_against_reference(compiled.quantized, x_seq, target, update)
+    what = f"Lava ({target})" + (f", {workers} workers" if workers > 1 else "")
+    with progress.steps(what) as update:
+        check = verify_against_reference(compiled.quantized, x_seq, target, update,
+                                         workers=workers)
     return _lava_verification(check, y, COMPARED_WITH_REFERENCE)
 
 

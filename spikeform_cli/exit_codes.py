@@ -19,6 +19,7 @@ from spikeform_cli.common import render_error
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_WORKER_FAILED = 1         # spikeform-run --workers/--cluster: a worker raised or died
 EXIT_VERIFICATION_FAILED = 3   # spikeform-compile: Lava differs from its ground truth
 EXIT_INTERRUPTED = 130         # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
 

@@ -19,6 +19,7 @@ from spikformer_neuro.checkpoint import CheckpointError
 from spikformer_neuro.data import DatasetError
 
 from compiler.encoding import describe_input
+from compiler.exact.device import resolve_device
 from compiler.ir import IRError
 from compiler.reports import markdown, plots
 from compiler.reports.build import REPORT_FORMAT, assemble
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float,
                    help="checkpoint only: as spikeform-compile --margin (default "
                         f"{DEFAULT_MARGIN}, with --overflow calibrated)")
+    p.add_argument("--device", default="cpu",
+                   help="where the reference executor and the float model run: cpu, or cuda "
+                        "(cuda:N) on a GPU; the reference's integers are the same on both")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print report.json to stdout only")
     return p
@@ -221,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"the input {src} lies inside the output directory {out.path}, which "
                        "is replaced as a whole; choose another -o/--output")
     out.check()
+    resolve_device(args.device)   # before any work: a missing GPU is named at once
     quantized, float_graph, source, test, data = _load_source(args)
     test = test.first(args.samples)
     if len(test.dataset) == 0:
@@ -228,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
     data["verification"] = test.record
     count, batches = labelled_batches(test.dataset, args.batch_size)
     desc = "reference" + (" + float" if float_graph is not None else "")
-    m = measure(quantized, float_graph, batches, progress.over(desc, total=count))
+    m = measure(quantized, float_graph, batches, progress.over(desc, total=count),
+                device=args.device)
     report = assemble(quantized, m, source)
     report["data"] = data   # where the calibration and measured samples came from
     pngs = plots.render_all(report)

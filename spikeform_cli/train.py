@@ -296,10 +296,12 @@ def _train(args: argparse.Namespace, device: torch.device, ctx: DistContext) -> 
     else:
         cfg = _config_from_flags(args)
     torch.manual_seed(args.seed + ctx.rank)
+    counts = cfg.event_max_count is not None   # event data as the network takes it
     train_ds, info = load_dataset(args.dataset, "train", args.data_dir, augment=not args.no_augment,
-                                  img_size=cfg.img_size, time_steps=cfg.time_steps)
+                                  img_size=cfg.img_size, time_steps=cfg.time_steps,
+                                  event_counts=counts)
     test_ds, _ = load_dataset(args.dataset, "test", args.data_dir, img_size=cfg.img_size,
-                              time_steps=cfg.time_steps)
+                              time_steps=cfg.time_steps, event_counts=counts)
     _check_matches(cfg, info)
     train_ds, test_ds = _subset(train_ds, args.train_subset), _subset(test_ds, args.test_subset)
     train_ds, val_ds, split = _validation_split(args, train_ds, ctx, device)

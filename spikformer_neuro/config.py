@@ -31,6 +31,11 @@ class SpikformerConfig:
     # CIFAR (patch 4) and (0, 1, 2, 3) on ImageNet and DVS (patch 16).
     pool_stages: Tuple[int, ...] = (2, 3)
     event_input: bool = False  # True: input is [T, C, H, W] event frames, not a static image
+    # Event frames of counts (events per pixel and bin, as spikingjelly's
+    # integrate_events_segment_to_frame makes them) hold integers 0..event_max_count; None:
+    # binary frames (0/1). The bound is the quantizer's proven input range: larger counts are
+    # refused at run time, never clipped.
+    event_max_count: Optional[int] = None
     attn_scale: float = 0.125
     tau: float = 2.0
     v_threshold: float = 1.0
@@ -88,6 +93,16 @@ class SpikformerConfig:
             raise bad(f"embed_dim {self.embed_dim} must be a multiple of 8 (SPS uses D/8 channels)")
         if self.embed_dim % self.num_heads:
             raise bad(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.event_max_count is not None:
+            count = self.event_max_count
+            if not self.event_input:
+                raise bad("event_max_count is for event input (event_input=True); a static "
+                          "image model takes values in [0, 1]")
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count < 2 ** 23:
+                raise bad(f"event_max_count must be an integer in 1..{2 ** 23 - 1} (the 24-bit "
+                          f"graded payload), got {count!r}")
+            if self.input_mean is not None or self.input_std is not None:
+                raise bad("event-count input is not normalised: drop input_mean/input_std")
         stages = tuple(self.pool_stages)
         if any(s not in range(NUM_SPS_STAGES) for s in stages) or len(set(stages)) != len(stages):
             raise bad(f"pool_stages {stages} must be distinct SPS stage indices in 0..3")

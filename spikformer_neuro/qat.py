@@ -109,9 +109,12 @@ def _layers(model: Spikformer, input_levels: float) -> List[_FakeQuantLayer]:
     """Every LIF layer with the largest integer value its input can carry (x_max)."""
     cfg = model.cfg
     span = input_span(model.input_mean.flatten().tolist(), model.input_std.flatten().tolist())
-    first_x_max = 1.0 if cfg.event_input else math.ceil(input_levels * span)
+    if cfg.event_input:   # binary frames (1), or integer counts up to event_max_count
+        first_x_max, first_levels = float(cfg.event_max_count or 1), 1.0
+    else:
+        first_x_max, first_levels = math.ceil(input_levels * span), input_levels
     layers = [_FakeQuantLayer("sps.stages.0.lif", model.sps.stages[0], first_x_max,
-                              1.0 if cfg.event_input else input_levels)]
+                              first_levels)]
     layers += [_FakeQuantLayer(f"sps.stages.{i}.lif", model.sps.stages[i], 1.0) for i in (1, 2, 3)]
     layers.append(_FakeQuantLayer("sps.rpe.lif", model.sps.rpe, 1.0))
     stream = 2.0  # residual stream after the SPS: pool/LIF spikes + RPE spikes

@@ -59,10 +59,16 @@ def densely_firing_model(cfg: SpikformerConfig, seed: int = 0) -> Spikformer:
 
 
 def random_input(cfg: SpikformerConfig, batch: int, seed: int = 1) -> torch.Tensor:
-    """Uniform images in [0, 1] (binary event frames at rate 0.3 for event configurations):
-    the inputs of the Lava tests and benchmarks, so both see the same draws."""
+    """Uniform images in [0, 1] (binary event frames at rate 0.3 for event configurations;
+    for event counts, counts 0..event_max_count at rate 0.3 per pixel and bin, the larger
+    ones rarer): the inputs of the Lava tests and benchmarks, so both see the same draws."""
     g = torch.Generator().manual_seed(seed)
     if cfg.event_input:
         shape = (batch, cfg.time_steps, cfg.in_channels, cfg.img_size, cfg.img_size)
-        return (torch.rand(shape, generator=g) < 0.3).float()
+        events = (torch.rand(shape, generator=g) < 0.3).float()
+        if cfg.event_max_count is None:
+            return events
+        # geometric-like counts: 1 + floor(max * u^3) keeps most counts small, some at max
+        extra = torch.floor(cfg.event_max_count * torch.rand(shape, generator=g) ** 3)
+        return events * torch.clamp(1 + extra, max=cfg.event_max_count)
     return torch.rand((batch, cfg.in_channels, cfg.img_size, cfg.img_size), generator=g)

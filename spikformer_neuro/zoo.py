@@ -47,6 +47,7 @@ _add(SpikformerConfig(
 _add(SpikformerConfig(
     name="cifar10dvs-2-256", img_size=128, in_channels=2, num_classes=10, embed_dim=256,
     depth=2, num_heads=16, time_steps=16, pool_stages=IMAGENET_POOLS, event_input=True,
+    attn_scale=0.25,  # the official cifar10dvs model scales Q.K^T.V by 0.25, not 0.125
     description="paper: CIFAR10-DVS 2-256, T = 16"), 2.59)
 
 # Small configurations sized for the offline data sets and for a 2-core CPU.

@@ -80,8 +80,9 @@ def test_another_version_than_the_pin_is_not_the_library(monkeypatch):
     assert kind == "skip" and f"found pytest {pytest.__version__}" in message
 
 
-def test_the_lock_pins_norse_and_sinabs_exactly():
-    assert req.interop_pins() == {"norse": "1.1.0", "sinabs": "3.1.3", "pbr": "7.1.3"}
+def test_the_lock_pins_the_interop_libraries_exactly():
+    assert req.interop_pins() == {"norse": "1.1.0", "sinabs": "3.1.3", "pbr": "7.1.3",
+                                  "spikingjelly": "0.0.0.0.12"}
 
 
 # -- end to end: a real pytest run, both ways --------------------------------------------------

@@ -38,14 +38,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from spikformer_neuro.data.registry import EVENT_DATASETS   # samples are event frames
+
 from ..encoding import SAMPLE_SHAPE
 from ..ir import Graph, IRError, Node, OptionError
 from ..layout import pair
 from ..ops import FLOAT, OPS
 from .conventions import Convention, get_convention, uniform
-
-# Data sets whose samples are event frames (spikformer_neuro.data: DatasetInfo.event).
-EVENT_DATASETS = frozenset({"dvs-gesture", "cifar10-dvs"})
 
 
 @dataclass

@@ -22,11 +22,11 @@ lowers the state bound (loihi_grid.state_limit), and spike_if ">" maps onto Loih
 ``v > vth << 6`` with S = 64 vth / V_th.
 
 Spiking self-attention: Q, K, V are binary, so Q.K^T.V is an integer count c. The scale
-s = 0.125 and the attention LIF's V_th = 0.5 fold into an integer gain g (the attention
-node sends g*c) and the attention LIF's vth: S = 64 * tau * g / s, vth = 2 g V_th / s - 1...
-With g >= 2^(T-1) every decay of v is an exact halving, so the integer neuron fires exactly
-when the float one does (exact=True in the node's attrs); otherwise g is as large as the
-24-bit bound allows and the result is close.
+s and the attention LIF's V_th fold into an integer gain g (the attention node sends
+g * min(c, saturation)), the LIF's vth = tau g V_th / s and a bias of +1 that turns Loihi's
+strict ``v > 64 vth`` into the paper's ``H >= V_th``; with g = 2^max(0, T-7) every spike is
+the float one at any T the 24-bit state allows (T <= 20 at s = 1/8; the proof is in
+:func:`_quantize_attention_lif`; exact=True in the LIF's attrs).
 
 Other ops: the input becomes an 8-bit graded value x_int = round(x_norm * input_scale)
 (analog) or stays binary (events); max-pool's threshold(1) stays (integer sum >= 1); residual
@@ -41,11 +41,12 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from loihi_numerics.constants import V_MAX
 from loihi_numerics.grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH_MAX,
                                          WEIGHT_MANT_MAX, GridError, LayerGrid, bias_exponent,
                                          layer_grid, lif_decay, scale_for_vth, state_limit)
 
-from ..encoding import normalisation
+from ..encoding import max_count, normalisation
 from ..interpreter import Interpreter
 from ..ir import Graph, IRError, Node, lif_attrs, non_finite
 from ..layout import pair
@@ -127,7 +128,11 @@ class ValueRange(Interpreter):
         gain = attr(node, "gain")
         if gain is None:
             raise _fail(node, "missing attribute 'gain' (the quantize pass sets it)")
-        return float(token_count(node) * d * int(gain))
+        counts = token_count(node) * d
+        saturation = attr(node, "saturation")
+        if saturation is not None:
+            counts = min(counts, int(saturation))
+        return float(counts * int(gain))
 
     def op_sum(self, node: Node, x: float) -> float:
         return float(x)
@@ -260,26 +265,59 @@ def _rel_err(ref: np.ndarray, approx: np.ndarray) -> float:
 
 
 def _quantize_attention_lif(attn: Node, lif: Node, time_steps: int):
-    """Gain g and LIF parameters for the attention LIF fed by g * (Q.K^T.V) counts."""
+    """Gain g, saturation and LIF parameters for the attention LIF fed by g * counts.
+
+    The float LIF (tau = 2) is H_t = V_{t-1}/2 + X_t/2 with X_t = s * c_t, fired (and reset
+    to 0) on H_t >= V_th. Loihi computes v_t = trunc(v_{t-1}/2) + 64 a_t + bias and fires on
+    v_t > 64 vth. With a_t = g c_t, the real R_t = S H_t (S = 64 tau g / s) follows
+    R_t = R_{t-1}/2 + 64 g c_t, and E_t = floor(R_t) follows E_t = floor(E_{t-1}/2) + 64 g c_t
+    exactly (nested floors of halvings). The threshold K = S V_th = 64 vth is a multiple of 64,
+    so Loihi's strict ``v > 64 vth`` needs v = E + 1: a bias of +1 per step keeps v_t = E_t + 1
+    whenever E_{t-1} is even (floor((E+1)/2) = E/2), also after a reset to 0 (floor(1/2) = 0).
+    Then v_t > 64 vth <=> E_t >= K <=> R_t >= K <=> H_t >= V_th: every spike is the float one.
+    E_{t-1} is even when every contribution 64 g c / 2^m, m <= T - 2 halvings, is an even
+    integer: g = 2^max(0, T-7) suffices (at T = 4, g = 1; at T = 16, g = 512).
+
+    Counts c >= tau V_th / s fire whatever the state (V >= 0): the attention node sends
+    min(c, that saturation), which changes no spike and bounds the membrane by
+    v <= 32 vth + 64 g saturation + 1 (about 1.5 K) whatever the token count N d.
+
+    Where tau != 2 or tau V_th / s is not a dyadic fraction, the old approximation stays:
+    g as large as the 24-bit bound allows (at most 2^(T-1)), exact=False.
+    """
     scale_s, v_th = float(attr(attn, "scale")), float(attr(lif, "v_threshold"))
     tau = float(attr(lif, "tau"))
     d = attn.shape[0] // attr(attn, "num_heads")
     count_max = attn.shape[1] * attn.shape[2] * d
-    # a_in = g * c: 2 * (64 g c_max) < 2^23 (no bias) bounds g.
+    zero = np.zeros((1, 1, 1), dtype=np.int64)
+    common = {"du": np.array(DECAY_UNITY - 1, dtype=np.int64),
+              "dv": np.array(round(DECAY_UNITY / tau), dtype=np.int64)}
+    fire_alone = tau * v_th / scale_s            # counts >= this fire on their own
+    g = 1 << max(0, time_steps - 7)
+    while not float(g * fire_alone).is_integer() and g < 2 ** 16:
+        g <<= 1                                  # a dyadic fire_alone becomes integral
+    vth = g * fire_alone                         # K / 64
+    saturation = math.ceil(fire_alone)
+    # a silent v <= 64 vth halves to <= 32 vth, plus at most 64 g saturation and the bias
+    if tau == 2.0 and float(vth).is_integer() and 1 <= vth <= VTH_MAX and \
+            32 * vth + 64 * g * saturation + 1 <= V_MAX:
+        saturation = min(saturation, count_max)
+        params = {**common, "vth": np.array(int(vth), dtype=np.int64),
+                  "bias_mant": np.ones((1, 1, 1), dtype=np.int64), "bias_exp": zero}
+        info = {"scale": 64 * tau * g / scale_s, "exact": True, "saturation": saturation,
+                "limited_by": "attention gain"}
+        return g, saturation, params, info
+    # approximation: a_in = g * c: 2 * (64 g c_max) < 2^23 (no bias) bounds g
     g_max = max(1, (STATE_LIMIT - 1) // (64 * count_max))
     g = 1 << min(int(math.log2(g_max)), max(0, time_steps - 1))
     scale = 64 * tau * g / scale_s          # v = S * H
     exact_vth = scale * v_th / 64
-    exact = (g >= 2 ** (time_steps - 1) and float(exact_vth).is_integer() and tau == 2.0)
     vth = int(exact_vth) - 1 if float(exact_vth).is_integer() else math.floor((scale * v_th - 1) / 64)
     if not 0 <= vth <= VTH_MAX:
         raise _fail(lif, f"attention threshold maps to vth {vth}, outside 0..{VTH_MAX}")
-    params = {"du": np.array(DECAY_UNITY - 1, dtype=np.int64),
-              "dv": np.array(round(DECAY_UNITY / tau), dtype=np.int64),
-              "vth": np.array(vth, dtype=np.int64),
-              "bias_mant": np.zeros((1, 1, 1), dtype=np.int64),
-              "bias_exp": np.zeros((1, 1, 1), dtype=np.int64)}
-    return g, params, {"scale": scale, "exact": exact, "limited_by": "attention gain"}
+    params = {**common, "vth": np.array(vth, dtype=np.int64), "bias_mant": zero,
+              "bias_exp": zero}
+    return g, None, params, {"scale": scale, "exact": False, "limited_by": "attention gain"}
 
 
 # -- the pass -------------------------------------------------------------------------------
@@ -360,6 +398,9 @@ class Quantizer:
                 scale = float(levels)
             attrs.update(encoding="graded", bits=INPUT_BITS, signed=signed,
                          input_scale=scale, max_abs=int(math.ceil(scale * span)))
+        elif attr(node, "encoding") == "counts":   # integer counts travel unchanged
+            count = max_count(node)
+            attrs.update(bits=count.bit_length(), signed=False, max_abs=count)
         else:
             attrs.update(max_abs=1)
         self.emit(Node(node.name, "input", [], node.shape, {}, attrs))
@@ -408,9 +449,12 @@ class Quantizer:
         for role, src in zip(("q", "k", "v"), node.inputs):
             if self.out[src].op != "loihi_lif":
                 raise _fail(node, f"input {role} ('{src}') must be binary LIF spikes")
-        g, params, info = _quantize_attention_lif(node, lifs[0], self.graph.time_steps)
-        self.emit(Node(node.name, "spiking_attention", node.inputs, node.shape, {},
-                       {**node.attrs, "gain": g}))
+        g, saturation, params, info = _quantize_attention_lif(node, lifs[0],
+                                                              self.graph.time_steps)
+        attrs = {**node.attrs, "gain": g}
+        if saturation is not None:
+            attrs["saturation"] = saturation
+        self.emit(Node(node.name, "spiking_attention", node.inputs, node.shape, {}, attrs))
         self.emit(Node(lifs[0].name, "loihi_lif", [node.name], lifs[0].shape, params,
                        {"tau": attr(lifs[0], "tau"), "v_threshold": attr(lifs[0], "v_threshold"),
                         "scale": info["scale"], "exact": info["exact"]}))

@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional
 import numpy as np
 
 from loihi_numerics import fixed_point as fx
+from ..encoding import SEQUENCE_ENCODINGS
 from ..ir import Graph
 from ..layout import map_to_tokens, split_heads
 from ..ops import attr
@@ -50,11 +51,12 @@ class ActivityMeter:
         self.graph = quantized
         # a graded image's integer levels are no firing rate: record the input only for events
         self.record_names = [n.name for n in quantized.by_op(*ACTIVITY_OPS) if not (
-            n.op == "input" and attr(n, "encoding") != "spikes")]
+            n.op == "input" and attr(n, "encoding") not in SEQUENCE_ENCODINGS)]
         self.membrane_names = [n.name for n in quantized.by_op("loihi_lif")]
         # the float graph's analog input is normalised floats, not comparable; events are
         self.float_names = ([n for n in self.record_names if n in float_graph.nodes and not (
-            float_graph[n].op == "input" and attr(float_graph[n], "encoding") != "spikes")]
+            float_graph[n].op == "input" and
+            attr(float_graph[n], "encoding") not in SEQUENCE_ENCODINGS)]
             if float_graph else [])
         self.stats: Dict[str, _NodeStats] = {n: _NodeStats() for n in self.record_names}
         self.samples = 0

@@ -69,7 +69,8 @@ def source_info(source: "Source") -> dict:
     """Where the network came from (the report keys ``source``, ``checkpoint``, ``model``,
     ``dataset``)."""
     return {"source": {"kind": source.kind, "path": str(source.path)},
-            "checkpoint": str(source.path) if source.kind == "checkpoint" else None,
+            "checkpoint": str(source.path) if source.kind in ("checkpoint", "official")
+            else None,
             "model": source.model, "dataset": source.dataset}
 
 

@@ -43,9 +43,12 @@ class SynapticLayer:
 
 
 def _reads_analog_input(node: Node) -> bool:
-    """A source whose values are not spikes: the analog (float) or graded (quantized) image."""
+    """A source whose values are not spikes: the analog (float) or graded (quantized) image.
+    Event counts are events: each one is an accumulate, so their mean count per pixel and
+    step is the rate that turns MACs into synaptic operations, as for binary events."""
     spec = OPS[node.op]
-    return spec.is_source and not spec.emits_spikes(node.attrs)
+    return (spec.is_source and not spec.emits_spikes(node.attrs)
+            and node.attrs.get("encoding") != "counts")
 
 
 class SynapticCounter:

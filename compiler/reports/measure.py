@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Optional
 
 import numpy as np
+import torch
 
+from ..exact.device import DeviceLike, resolve_device
 from ..float_exec import run_float
 from ..ir import Graph
 from ..reference import run_reference
@@ -58,15 +60,19 @@ class Measurement:
 
 def measure(quantized: Graph, float_graph: Optional[Graph], batches: Iterable,
             progress: Callable = lambda it: it, *, membrane: bool = True,
-            float_energy: bool = True, attention: bool = True) -> Measurement:
+            float_energy: bool = True, attention: bool = True,
+            device: DeviceLike = "cpu") -> Measurement:
     """Run ``(x, labels or None)`` batches through the reference executor and, when
-    ``float_graph`` is given, the float executor.
+    ``float_graph`` is given, the float executor, both on ``device`` ("cpu" or "cuda"; the
+    reference's integers are the same on both, an :class:`compiler.ir.OptionError` naming
+    ``device`` before any work when CUDA is asked for and missing).
 
     ``membrane``: record |v| and |u| of every ``loihi_lif`` population (about 16 bytes per
     neuron, step and sample while a batch runs); ``float_energy``: an energy estimate from the
     float model's spikes too; ``attention``: keep the first sample's Q.K^T maps (the paper's
     Figure 3). The counts, rates and agreements do not depend on these flags.
     """
+    dev = resolve_device(device)
     activity = ActivityMeter(quantized, float_graph)
     if not membrane:
         activity.membrane_names = []  # the meter then measures no membrane use
@@ -79,9 +85,13 @@ def measure(quantized: Graph, float_graph: Optional[Graph], batches: Iterable,
                           | set(m.energy_float.record_names if m.energy_float else ()))
     for x, y in progress(batches):
         t0 = time.perf_counter()
-        ref = run_reference(quantized, x, record=record, record_membrane=activity.membrane_names)
+        ref = run_reference(quantized, x, record=record, record_membrane=activity.membrane_names,
+                            device=dev)
         t1 = time.perf_counter()
-        flt = run_float(float_graph, x, record=float_record) if float_graph is not None else None
+        flt = run_float(float_graph, x, record=float_record, device=dev) \
+            if float_graph is not None else None
+        if dev.type == "cuda":   # the float results are still being computed: wait for them
+            torch.cuda.synchronize(dev)
         m.seconds_reference += t1 - t0
         m.seconds_float += time.perf_counter() - t1
         activity.add(ref, flt)

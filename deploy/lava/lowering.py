@@ -174,7 +174,8 @@ class Lowering:
                   zip(timing.deficits(node, self.lags).items(), roles)]
         return self.stage(node, StageKind.ATTENTION,
                           dict(shape=_lava(node), num_heads=int(node.attrs["num_heads"]),
-                               gain=self.params.attention_gain(node)), inputs)
+                               gain=self.params.attention_gain(node),
+                               saturation=int(node.attrs.get("saturation", 0))), inputs)
 
     def op_sum(self, node: Node) -> Stage:
         """A residual join: inputs on time go to ``a_in``; the most common positive

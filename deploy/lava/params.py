@@ -168,7 +168,8 @@ class FixedPointParams(ParameterStrategy):
     weight_dtype = np.int32
     head_dtype = np.int64
     pool_message_bits = 0                          # binary spikes into the pool
-    source_encodings = {"graded": SourceEncoding.GRADED, "spikes": SourceEncoding.SPIKES}
+    source_encodings = {"graded": SourceEncoding.GRADED, "counts": SourceEncoding.GRADED,
+                        "spikes": SourceEncoding.SPIKES}
 
     def unsupported(self, op: str) -> str:
         return "op not supported by the Lava backend (quantize the graph first)"
@@ -261,7 +262,8 @@ class FloatParams(ParameterStrategy):
     # graded: float payloads pass unchanged, and several inputs are summed (the IR's
     # fan-in) where binary mode would OR them
     pool_message_bits = GRADED_MESSAGE_BITS
-    source_encodings = {"analog": SourceEncoding.GRADED, "spikes": SourceEncoding.SPIKES}
+    source_encodings = {"analog": SourceEncoding.GRADED, "counts": SourceEncoding.GRADED,
+                        "spikes": SourceEncoding.SPIKES}
 
     def __init__(self) -> None:
         self.graph: Graph = None  # type: ignore[assignment]

@@ -110,6 +110,14 @@ def _child_after_fork() -> None:
         return
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux's
+    ``PR_SET_PDEATHSIG``; it fires when the parent *thread* that started this process exits);
+    exit at once when the parent (pid ``parent``) died before this call. Lava's workers call
+    it after the fork, ``deploy.parallel``'s worker processes first thing."""
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:

@@ -69,6 +69,8 @@ class SourceEncoding(enum.Enum):
                                             (int32, < 2**23: the 24-bit graded payload)
     GRADED  ``analog`` (float graphs)       float64, normalised with the input node's
                                             ``mean``/``std`` (``encode_float``)
+    GRADED  ``counts`` (both levels)        event counts 0..``max_count`` as they are
+                                            (int32 / float64)
     SPIKES  ``spikes`` (both levels)        binary event frames (0/1)
     ======  ==============================  =============================================
     """

@@ -35,13 +35,19 @@ class LavaCheck:
 
 
 def verify_against_reference(graph: Graph, x_seq: np.ndarray, target: str,
-                             progress: Optional[Callable[[int, int], None]] = None) -> LavaCheck:
+                             progress: Optional[Callable[[int, int], None]] = None,
+                             workers: int = 1) -> LavaCheck:
     """Stream ``x_seq`` ([T, B, ...] integers) through Lava on ``target``, probing every LIF
-    population, and compare with the reference executor on the same integers."""
-    network = lower(graph)
+    population, and compare with the reference executor on the same integers. ``workers``
+    > 1 spreads the samples over that many local Lava runtimes (``deploy.parallel``: the same
+    spikes and logits in the same order); ``progress(done, total)`` counts steps, or samples
+    with several workers."""
     probes = [n.name for n in graph.by_op("loihi_lif")]
-    lava = run(network, x_seq, target=target, probes=probes,
-               chunk_steps=max(1, x_seq.shape[0] * 8), callback=progress)
+    if workers > 1:
+        lava = _run_on_workers(graph, x_seq, target, probes, workers, progress)
+    else:
+        lava = run(lower(graph), x_seq, target=target, probes=probes,
+                   chunk_steps=max(1, x_seq.shape[0] * 8), callback=progress)
     ref = run_reference(graph, x_seq, record=probes, encoded=True)
     check = LavaCheck(lava=lava, reference_logits=ref.logits)
     for name in probes:
@@ -51,6 +57,23 @@ def verify_against_reference(graph: Graph, x_seq: np.ndarray, target: str,
     check.logit_mismatches = int((lava.logits != ref.logits).any(axis=1).sum())
     check.prediction_mismatches = int((lava.predictions != ref.predictions).sum())
     return check
+
+
+def _run_on_workers(graph: Graph, x_seq: np.ndarray, target: str, probes, workers: int,
+                    progress: Optional[Callable[[int, int], None]]):
+    """``deploy.parallel.run_sharded`` of the graph (shipped as its artifact files), read
+    like a LavaResult; progress in samples."""
+    from deploy.parallel import ArtifactFiles, array_inputs, run_sharded
+
+    total, done = int(x_seq.shape[1]), [0]
+
+    def on_samples(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    return run_sharded(ArtifactFiles.of_graph(graph), array_inputs(x_seq), total,
+                       workers=workers, target=target, probes=probes, on_samples=on_samples)
 
 
 def verify_float_against_float_exec(graph: Graph, x, target: str = FLOAT_TARGET,

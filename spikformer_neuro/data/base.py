@@ -42,6 +42,7 @@ class Request:
     augment: bool             # already False for the test split
     img_size: Optional[int]
     time_steps: Optional[int]
+    event_counts: bool = False  # event data: count frames (split by number), not binary
 
     @property
     def train(self) -> bool:

@@ -1,5 +1,7 @@
 """DVS128 Gesture and CIFAR10-DVS: recordings the user already has, read by tonic (optional
-extra `tonic==1.7.0`) and binned into binary frames (see frames.events_to_frames).
+extra `tonic==1.7.0`) and binned into binary frames (see frames.events_to_frames), or, for a
+network that takes event counts, into count frames split by event number as the official
+Spikformer code does (frames.events_to_count_frames).
 
 data_dir is tonic's save_to folder (or the data set's folder inside it), in tonic 1.7.0's
 layout, archive included because tonic checks for it:
@@ -17,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .base import DatasetError, DatasetInfo, Request
-from .frames import events_to_frames
+from .frames import events_to_count_frames, events_to_frames
 
 SENSOR = 128
 DEFAULT_TIME_STEPS = 16  # the paper's T on both event data sets
@@ -54,23 +56,26 @@ _CIFAR10_DVS = _Files("CIFAR10DVS", "CIFAR10DVS.zip", "", ".aedat4", 1000,
 
 
 class EventFrames(Dataset):
-    """The recordings `indices` of a tonic data set, as (T, 2, H, W) binary frames.
+    """The recordings `indices` of a tonic data set, as (T, 2, H, W) binary frames, or event
+    counts with ``counts``.
 
     Recordings are read and binned on access: event data sets are far too large to hold as
     frames in memory.
     """
 
-    def __init__(self, recordings, indices: Sequence[int], time_steps: int) -> None:
+    def __init__(self, recordings, indices: Sequence[int], time_steps: int,
+                 counts: bool = False) -> None:
         self.recordings = recordings
         self.indices = list(indices)
         self.time_steps = time_steps
+        self.binning = events_to_count_frames if counts else events_to_frames
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int):
         events, label = self.recordings[self.indices[index]]
-        frames = events_to_frames(events, self.time_steps, SENSOR, SENSOR)
+        frames = self.binning(events, self.time_steps, SENSOR, SENSOR)
         return torch.from_numpy(frames), int(label)
 
 
@@ -117,7 +122,7 @@ def _result(req: Request, recordings, indices, classes: Tuple[str, ...], source:
     time_steps = req.time_steps or DEFAULT_TIME_STEPS
     info = DatasetInfo(req.name, (time_steps, 2, SENSOR, SENSOR), len(classes), classes, True,
                        str(source))
-    return EventFrames(recordings, indices, time_steps), info
+    return EventFrames(recordings, indices, time_steps, counts=req.event_counts), info
 
 
 def _check_files(req: Request, files: _Files) -> Path:

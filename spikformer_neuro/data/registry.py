@@ -22,13 +22,18 @@ _LOADERS: Dict[str, Callable[[Request], Tuple[Dataset, DatasetInfo]]] = {
 }
 
 
+#: data sets whose samples are event frames (DatasetInfo.event)
+EVENT_DATASETS = ("dvs-gesture", "cifar10-dvs")
+
+
 def dataset_names() -> List[str]:
     return list(_LOADERS)
 
 
 def load_dataset(name: str, split: str, data_dir: Union[str, os.PathLike, None] = None, *,
                  augment: bool = False, img_size: Optional[int] = None,
-                 time_steps: Optional[int] = None) -> Tuple[Dataset, DatasetInfo]:
+                 time_steps: Optional[int] = None,
+                 event_counts: bool = False) -> Tuple[Dataset, DatasetInfo]:
     """One split of a data set and its description.
 
     Samples are (x, label): x a float32 tensor in [0, 1] (not normalised: the model does
@@ -40,6 +45,8 @@ def load_dataset(name: str, split: str, data_dir: Union[str, os.PathLike, None] 
     data sets a value other than the native size is an error.
     time_steps: number of frames per event recording (default 16); static data sets ignore
     it, the model repeats their images over time.
+    event_counts: event data as count frames split by event number (the official Spikformer's
+    CIFAR10-DVS input, for networks that take counts) instead of binary frames.
     """
     if name not in _LOADERS:
         raise DatasetError(f"unknown data set {name!r}; known: {', '.join(_LOADERS)}")
@@ -49,7 +56,10 @@ def load_dataset(name: str, split: str, data_dir: Union[str, os.PathLike, None] 
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < 1):
             raise DatasetError(f"{name}: {key} must be a positive integer, got {value!r}")
+    if event_counts and name not in EVENT_DATASETS:
+        raise DatasetError(f"{name}: event counts come from event recordings "
+                           f"({', '.join(EVENT_DATASETS)}); {name} holds static images")
     directory = Path(data_dir).expanduser() if data_dir is not None else None
     request = Request(name, split, directory, bool(augment) and split == "train", img_size,
-                      time_steps)
+                      time_steps, bool(event_counts))
     return _LOADERS[name](request)

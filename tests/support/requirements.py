@@ -3,10 +3,12 @@
 - Fashion-MNIST: Debian's ``dataset-fashion-mnist`` package (the IDX files in
   ``spikformer_neuro.data.mnist.FASHION_MNIST_DIR``). Tests that read it carry
   ``@pytest.mark.needs_fashion_mnist`` (tests/conftest.py checks the marker).
-- The real norse and sinabs (``requirements-interop.lock``), installed by
+- The real norse, sinabs and spikingjelly (``requirements-interop.lock``), installed by
   scripts/setup-venv.sh into ``.venv/interop``, a folder of their own outside the main
   environment (sinabs' declared pins clash with ours); :func:`import_interop` puts it on
   ``sys.path`` for the tests that compare against them.
+- Ray (``requirements-cluster.lock``, the optional ``[cluster]`` extra) for the tests of
+  ``spikeform-run --cluster ray``: :func:`require_ray`.
 
 The rule (:func:`missing`): ``make test`` on a machine without one of them skips the tests
 that need it, with a reason that says how to install it; with ``SPIKEFORM_REQUIRE_TEST_DEPS=1``
@@ -32,6 +34,9 @@ INSTALL_INTEROP = ("run `make venv` (scripts/setup-venv.sh installs requirements
                    "into .venv/interop), or `.venv/bin/python -m pip install --no-deps "
                    "--target .venv/interop -r requirements-interop.lock`")
 INSTALL_FASHION = "apt-get install dataset-fashion-mnist"
+CLUSTER_LOCK = ROOT / "requirements-cluster.lock"
+INSTALL_CLUSTER = ("install the [cluster] extra: `.venv/bin/python -m pip install "
+                   "-c requirements.lock -r requirements-cluster.lock`")
 
 
 def required() -> bool:
@@ -72,15 +77,20 @@ def require_fashion_mnist() -> None:
 
 # -- the real interop libraries --------------------------------------------------------------
 
-def interop_pins() -> Dict[str, str]:
-    """``{distribution: version}`` from requirements-interop.lock."""
+def lock_pins(lock: Path) -> Dict[str, str]:
+    """``{distribution: version}`` from a lock file (extras such as ``ray[client]`` dropped)."""
     pins = {}
-    for line in INTEROP_LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = (part.strip() for part in line.split("==", 1))
-            pins[name.lower()] = version
+            pins[name.split("[", 1)[0].lower()] = version
     return pins
+
+
+def interop_pins() -> Dict[str, str]:
+    """``{distribution: version}`` from requirements-interop.lock."""
+    return lock_pins(INTEROP_LOCK)
 
 
 def interop_dir() -> Path:
@@ -111,3 +121,20 @@ def import_interop(module: str, distribution: Optional[str] = None):
         missing(f"needs {dist}=={pin}, found {dist} {version} at {mod.__file__}: "
                 f"{INSTALL_INTEROP}", module_level=True)
     return mod
+
+
+# -- Ray (the [cluster] extra) ---------------------------------------------------------------
+
+def require_ray():
+    """The ``ray`` module at the version requirements-cluster.lock pins; skips the calling
+    test (fails under SPIKEFORM_REQUIRE_TEST_DEPS=1) with the install command otherwise."""
+    pin = lock_pins(CLUSTER_LOCK)["ray"]
+    try:
+        import ray
+    except ImportError as e:
+        missing(f"needs ray=={pin}, which is not installed ({type(e).__name__}: {e}): "
+                f"{INSTALL_CLUSTER}")
+    if ray.__version__ != pin:
+        missing(f"needs ray=={pin}, found ray {ray.__version__} at {ray.__file__}: "
+                f"{INSTALL_CLUSTER}")
+    return ray

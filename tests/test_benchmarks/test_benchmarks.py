@@ -30,7 +30,7 @@ def test_quick_suite_end_to_end(tmp_path):
                           env={**os.environ, **THREADS})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for text in ("machine:", "lava-nc 0.10.0", "OMP_NUM_THREADS=1", "float/ref",
+    for text in ("machine:", "lava-nc 0.10.0", "OMP_NUM_THREADS=1", "ref/float",
                  "EXTRAPOLATED", "growth exponent", "train samples/s"):
         assert text in out, f"{text!r} missing from the table:\n{out}"
 
@@ -55,6 +55,10 @@ def test_quick_suite_end_to_end(tmp_path):
     assert stock["timing"]["extrapolated"] and stock["timing"]["steps"] == 2
     assert stock["fidelity"]["spike_mismatches"] == 0 and stock["fidelity"]["values_compared"] > 0
     assert lava["accelerated"]["per_sample_s"] > 0 and lava["peak_rss_mb"] > 0
+    floor = lava["floor"]   # the empty network: as many processes, as many steps
+    assert floor["processes"] == lava["processes"] and floor["steps"] == lava["accelerated"]["steps"]
+    assert len(floor["runs_ms_per_step"]) == 3 and floor["ms_per_step"] > 0
+    assert lava["accel_over_floor"] == lava["accelerated"]["ms_per_step"] / floor["ms_per_step"]
 
     sc = res["scaling"]
     assert len(sc["points"]) == 3                      # the base point is shared by both axes

@@ -118,7 +118,7 @@ def test_check_samples_of_spike_trains():
                                          r"\[B, 2, 3\] of 0s and 1s"):
         check_samples(s, np.where(np.arange(24).reshape(4, 2, 3) == 7, 0.5, 0.0), "x")
     with pytest.raises(ValueError, match=r"shape \[4, 5, 3\]: the network runs 2 time steps, "
-                                         r"the spikes have 5"):
+                                         r"the spike trains have 5"):
         check_samples(s, np.zeros((4, 5, 3)), "x")
     # the images a network without the vector meta takes
     img = vector_graph(flat=False)

@@ -1,6 +1,8 @@
 """compiler.passes.quantize: float graph -> Loihi fixed point, checked in exact integers."""
 import math
 
+from typing import Optional
+
 import numpy as np
 import pytest
 import torch
@@ -187,18 +189,23 @@ def test_pool_threshold_and_residuals_survive(micro):
 
 # -- attention: gain and threshold make the integer LIF exact -------------------------------------
 
-def _float_attention_lif(counts: np.ndarray, dtype) -> np.ndarray:
-    """The paper: X = count * 0.125, H = V + (X - V) / 2, fire on H >= 0.5, reset to 0."""
-    x = torch.as_tensor(counts, dtype=dtype) * 0.125
+def _float_attention_lif(counts: np.ndarray, dtype, scale: float = 0.125) -> np.ndarray:
+    """The paper: X = count * scale, H = V + (X - V) / 2, fire on H >= 0.5, reset to 0."""
+    x = torch.as_tensor(counts, dtype=dtype) * scale
     return lif_multistep(x, tau=2.0, v_threshold=0.5).numpy().astype(bool)
 
 
-def _int_attention_lif(counts: np.ndarray, gain: int, node: Node) -> np.ndarray:
+def _int_attention_lif(counts: np.ndarray, gain: int, node: Node,
+                       saturation: Optional[int] = None) -> np.ndarray:
+    """Loihi's LIF (fixed_point.lif_step) fed as the attention node feeds it."""
     p = fx.LifParams(**{k: node.params[k] for k in ("du", "dv", "vth", "bias_mant", "bias_exp")})
+    if saturation is not None:
+        counts = np.minimum(counts, saturation)
     u = v = np.zeros(counts.shape[1:], np.int64)
     out = []
     for t in range(counts.shape[0]):
         u, v, s = fx.lif_step(u, v, gain * counts[t], p)
+        assert np.abs(v).max(initial=0) < 2 ** 23 and np.abs(u).max(initial=0) < 2 ** 23
         out.append(s)
     return np.stack(out)
 
@@ -213,11 +220,13 @@ def attention_t4():
 def test_attention_gain_and_threshold(attention_t4):
     attn, lif = attention_t4
     g = attn.attrs["gain"]
-    assert g == 8                          # 2 ** (T - 1): every halving of v is exact
+    assert g == 1                          # 2 ** max(0, T - 7): E stays even for T - 2 halvings
     assert lif.attrs["exact"] is True
-    assert int(lif.params["vth"]) == 8 * g - 1   # S V_th / 64 - 1 with S = 64 tau g / s
+    assert int(lif.params["vth"]) == 8 * g    # tau g V_th / s: 64 vth = K = S V_th
+    assert attn.attrs["saturation"] == 8      # counts >= tau V_th / s fire on their own
     assert int(lif.params["du"]) == 4095 and int(lif.params["dv"]) == 2048
-    assert not lif.params["bias_mant"].any() and not lif.params["bias_exp"].any()
+    # the +1 bias turns Loihi's strict v > 64 vth into H >= V_th
+    assert lif.params["bias_mant"].tolist() == [[[1]]] and not lif.params["bias_exp"].any()
 
 
 def test_attention_lif_hand_cases(attention_t4):
@@ -238,7 +247,7 @@ def test_attention_lif_hand_cases(attention_t4):
     counts = np.array(list(cases), dtype=np.int64).T.reshape(4, 1, -1, 1, 1)  # [T, B, n, 1, 1]
     expect = np.array(list(cases.values()), dtype=bool).T.reshape(4, 1, -1, 1, 1)
     assert np.array_equal(_float_attention_lif(counts, torch.float32), expect)
-    assert np.array_equal(_int_attention_lif(counts, g, lif), expect)
+    assert np.array_equal(_int_attention_lif(counts, g, lif, attn.attrs["saturation"]), expect)
 
 
 def test_attention_lif_exact_on_all_tie_prone_and_random_counts(attention_t4):
@@ -254,7 +263,7 @@ def test_attention_lif_exact_on_all_tie_prone_and_random_counts(attention_t4):
         counts = counts.astype(np.int64)
         want32 = _float_attention_lif(counts, torch.float32)
         want64 = _float_attention_lif(counts, torch.float64)
-        got = _int_attention_lif(counts, g, lif)
+        got = _int_attention_lif(counts, g, lif, attn.attrs["saturation"])
         assert np.array_equal(want32, want64)
         assert np.array_equal(got, want32), int((got != want32).sum())
     assert got.any() and not got.all()
@@ -277,21 +286,65 @@ def test_attention_from_binary_qkv_matches_the_float_attention_lif(attention_t4)
         x = x.transpose(2, 3).reshape(qt.shape).transpose(2, 3).reshape(4, 8, d, h, w)
         want = lif_multistep(x, tau=2.0, v_threshold=0.5).numpy().astype(bool)
         assert np.array_equal(x.numpy() / 0.125, counts.astype(np.float32))
-        got = _int_attention_lif(counts, g, lif)
+        got = _int_attention_lif(counts, g, lif, attn.attrs["saturation"])
         assert np.array_equal(got, want)
 
 
+def _dvs_attention(scale: float, time_steps: int):
+    """The CIFAR10-DVS attention (D 256, 8x8 tokens, 16 heads: counts up to 1024)."""
+    attn = Node("a", "spiking_attention", ["q", "k", "v"], (256, 8, 8), {},
+                {"num_heads": 16, "scale": scale})
+    lif = Node("l", "lif", ["a"], (256, 8, 8), {}, {"tau": 2.0, "v_threshold": 0.5})
+    g, saturation, params, info = _quantize_attention_lif(attn, lif, time_steps=time_steps)
+    return g, saturation, Node("l", "loihi_lif", ["a"], (256, 8, 8), params, {}), info
+
+
+@pytest.mark.parametrize("scale", [0.25, 0.125])
+def test_attention_exact_at_t16_within_24_bits(scale):
+    """The DVS networks run T = 16: the old rule needed g = 2^15 and 64 g N d = 2^31 (inexact
+    at g = 32). Saturation and the +1 bias make it exact with g = 2^(T-7) = 512 and a
+    membrane below 2^19: checked on every count sequence that can sit near the threshold
+    and on random ones over the whole count range."""
+    g, saturation, lif, info = _dvs_attention(scale, 16)
+    assert info["exact"] is True and g == 512 and saturation == int(1 / scale)
+    vth = int(lif.params["vth"])
+    assert vth == g * saturation and 32 * vth + 64 * g * saturation + 1 < 2 ** 19
+    rng = np.random.default_rng(7)
+    low = rng.integers(0, saturation + 1, size=(16, 1, 40000, 1, 1))     # near the threshold
+    sparse = low * (rng.random(low.shape) < 0.3)                        # long silent stretches
+    full = rng.integers(0, 1025, size=(16, 1, 20000, 1, 1))              # the whole count range
+    # the closest calls: a count a for k silent-decaying steps (never firing), then b. With
+    # a = 1 for 15 steps and b = 3, H_16 = 0.5 - 2^-18 at s = 1/4: one LSB short of the
+    # threshold, which a gain of 2^(T-8) or no +1 bias gets wrong
+    runs = [np.r_[np.full(k, a), [b], np.zeros(15 - k)] for k in range(1, 16)
+            for a in range(1, saturation) for b in range(saturation + 1)]
+    runs = np.array(runs, dtype=np.int64).T.reshape(16, 1, -1, 1, 1)
+    for counts in (low, sparse, full, runs):
+        counts = counts.astype(np.int64)
+        want = _float_attention_lif(counts, torch.float64, scale)
+        assert np.array_equal(_float_attention_lif(counts, torch.float32, scale), want)
+        got = _int_attention_lif(counts, g, lif, saturation)
+        assert np.array_equal(got, want), int((got != want).sum())
+        assert got.any() and not got.all()
+
+
+def test_attention_exact_rule_gives_every_t_its_gain():
+    for t, g in ((1, 1), (4, 1), (7, 1), (8, 2), (12, 32), (16, 512), (20, 8192)):
+        got, _, _, info = _dvs_attention(0.125, t)
+        assert (got, info["exact"]) == (g, True), t
+
+
 def test_attention_gain_when_exactness_is_impossible():
-    # T = 16 with a large count range: g < 2^(T-1), so the LIF is marked inexact
+    # tau = 3 does not halve: the old approximation (g bounded by the 24-bit state), inexact
     attn = Node("a", "spiking_attention", ["q", "k", "v"], (256, 8, 8), {},
                 {"num_heads": 16, "scale": 0.125})
-    lif = Node("l", "lif", ["a"], (256, 8, 8), {}, {"tau": 2.0, "v_threshold": 0.5})
-    g, params, info = _quantize_attention_lif(attn, lif, time_steps=16)
+    lif = Node("l", "lif", ["a"], (256, 8, 8), {}, {"tau": 3.0, "v_threshold": 0.5})
+    g, saturation, params, info = _quantize_attention_lif(attn, lif, time_steps=16)
     count_max = 64 * 16
     assert g == 32 and 64 * g * count_max * 2 < 2 ** 23 and 64 * 2 * g * count_max * 2 >= 2 ** 23
-    assert info["exact"] is False
-    g4, _, info4 = _quantize_attention_lif(attn, lif, time_steps=4)
-    assert g4 == 8 and info4["exact"] is True
+    assert info["exact"] is False and saturation is None
+    # T = 21 at s = 1/8 no longer fits the 24-bit membrane exactly
+    assert _dvs_attention(0.125, 21)[3]["exact"] is False
 
 
 # -- refusals name the layer --------------------------------------------------------------------
@@ -612,7 +665,8 @@ def test_value_bounds_by_hand_and_float_graphs_refused(micro):
     assert bounds[conv.name] == float(rows) * bounds["input"]
     attn = q["blocks.0.attn.attention"]
     d, h, w = attn.shape
-    assert bounds[attn.name] == h * w * (d // attn.attrs["num_heads"]) * attn.attrs["gain"]
+    counts = min(h * w * (d // attn.attrs["num_heads"]), attn.attrs["saturation"])
+    assert bounds[attn.name] == counts * attn.attrs["gain"]
     readout = q["readout"]
     assert bounds["readout"] == (bounds[readout.inputs[0]] * cfg.time_steps
                                  * int(np.prod(q[readout.inputs[0]].shape[1:])))

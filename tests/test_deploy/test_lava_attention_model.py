@@ -73,7 +73,7 @@ def test_graded_and_large_integers_are_exact():
             assert got.dtype == np.int64 and (got.astype(object) == want).all(), (lim, d)
 
 
-def _model(cls, heads, gain, lava_shape):
+def _model(cls, heads, gain, lava_shape, saturation=0):
     class _Port:
         def __init__(self):
             self.queue, self.sent = [], []
@@ -86,6 +86,7 @@ def _model(cls, heads, gain, lava_shape):
 
     m = cls({"gain": gain, "name": "attn"})
     m.num_heads, m.gain = np.array([heads]), np.array([gain])
+    m.saturation = np.array([saturation])
     m.q, m.k, m.v, m.a_out = _Port(), _Port(), _Port(), _Port()
     return m
 
@@ -115,6 +116,24 @@ def test_models_send_gain_times_reference_counts(heads, d, h, w):
         assert b.dtype == np.float64 and b.shape == lava
         assert np.array_equal(fx.from_lava_layout(b), 0.375 * counts)
     assert not wants[2].any()
+
+
+def test_fixed_model_saturates_the_counts():
+    """saturation s: counts above s are sent as s (the quantizer's proof: they fire the
+    attention LIF whatever its state); 0 means none."""
+    rng = np.random.default_rng(3)
+    heads, d, h, w = 2, 16, 4, 4
+    lava = fx.lava_shape((d, h, w))
+    for saturation in (0, 1, 5, 40):
+        model = _model(PySpikingAttentionFixed, heads, 4, lava, saturation)
+        maps = [_binary(rng, (d, h, w), 0.5) for _ in range(3)]
+        counts = attention_counts(*(m[None] for m in maps), heads)[0]
+        assert counts.max() > 5
+        for port, m in zip((model.q, model.k, model.v), maps):
+            port.queue.append(fx.to_lava_layout(m).astype(np.int32))
+        model.run_spk()
+        want = counts if not saturation else np.minimum(counts, saturation)
+        assert np.array_equal(fx.from_lava_layout(model.a_out.sent[0]), 4 * want)
 
 
 def test_attention_package_never_imports_the_reference_executor():

@@ -111,12 +111,12 @@ def test_source_encodings_are_explicit(graphs):
     g = fg.copy()
     g["input"].attrs["encoding"] = "graded"
     with pytest.raises(LoweringError, match=r"'input' \(input\).*'graded' is not a float input "
-                                            r"encoding \('analog' or 'spikes'\)"):
+                                            r"encoding \('analog' or 'counts' or 'spikes'\)"):
         lower_float(g)
     g = q.copy()
     g["input"].attrs["encoding"] = "analog"
     with pytest.raises(LoweringError, match=r"'input' \(input\).*'analog' is not a quantized "
-                                            r"input encoding \('graded' or 'spikes'\)"):
+                                            r"input encoding \('graded' or 'counts' or 'spikes'\)"):
         lower(g)
 
 

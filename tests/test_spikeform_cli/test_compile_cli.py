@@ -445,7 +445,7 @@ def test_targets_and_data_helpers():
         check_target("x", TARGETS[:3])
     # a compiled graph's data set at the graph's own image size and time steps
     g = Graph(meta={"time_steps": 4, "dataset": "digits"})
-    g.add(Node("input", "input", [], (1, 8, 8)))
+    g.add(Node("input", "input", [], (1, 8, 8), {}, {"encoding": "analog"}))
     ds = graph_dataset(g, "test", None, missing="no data set")
     assert len(ds) == 360 and tuple(ds[0][0].shape) == (1, 8, 8)
     g.meta["dataset"] = None

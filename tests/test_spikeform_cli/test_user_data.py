@@ -374,7 +374,7 @@ def test_bad_spike_trains_and_user_data_for_spikeform_report(files, tmp_path, ca
     refused(call(capsys, compile_main, FLAT_MLP, *FOREIGN, "--data", steps, "--target",
                  "reference", "-o", tmp_path / "a", "-q"),
             "spikeform-compile", f"--data '{steps}'", "shape [3, 5, 64]: the network runs 8 "
-            "time steps, the spikes have 5", "expected spike trains [B, 8, 64]")
+            "time steps, the spike trains have 5", "expected spike trains [B, 8, 64]")
     # a checkpoint's input encoding is the model's: spike trains are refused, by shape
     refused(call(capsys, report_main, DIGITS_CKPT, "--data", steps, "-o", tmp_path / "r", "-q"),
             "spikeform-report", f"--data '{steps}' does not fit this network",

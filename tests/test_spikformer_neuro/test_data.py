@@ -20,7 +20,7 @@ import spikformer_neuro.data as data_pkg
 from spikformer_neuro.data import DatasetError, DatasetInfo, dataset_names, load_dataset
 from spikformer_neuro.data.augment import RandomShiftFlip
 from spikformer_neuro.data.events import split_per_class
-from spikformer_neuro.data.frames import events_to_frames
+from spikformer_neuro.data.frames import events_to_count_frames, events_to_frames
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 EVENT_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("p", bool), ("t", np.int64)])
@@ -457,6 +457,14 @@ def test_dvs_gesture_through_tonic(tmp_path, monkeypatch, fresh_tonic_offline):
     frames, label = train[0]
     assert set(frames.unique().tolist()) <= {0.0, 1.0} and frames.sum() > 0
     assert label == int(train.recordings.data[0].stem)
+    # a network that takes event counts gets count frames of the same recordings
+    counted, info_c = load_dataset("dvs-gesture", "train", tmp_path / "DVSGesture", time_steps=4,
+                                   event_counts=True)
+    assert info_c.input_shape == info.input_shape
+    counts, label_c = counted[0]
+    events = np.load(train.recordings.data[0])
+    assert label_c == label and counts.sum() == len(events)
+    assert np.array_equal(counts.numpy(), events_to_count_frames(events, 4, 128, 128))
 
     tonic.datasets.DVSGesture.complete = False
     with pytest.raises(DatasetError, match="downloading is disabled"):

@@ -1,7 +1,7 @@
 """ProcessModels of :class:`~deploy.lava.attention.process.SpikingAttention`.
 
 * ``PySpikingAttentionFixed`` (tag ``fixed_pt``): int32 graded output,
-  ``gain * counts`` with exact integer counts.
+  ``gain * min(counts, saturation)`` with exact integer counts.
 * ``PySpikingAttentionFloat`` (tag ``floating_pt``): the same product in float64.
 
 The arithmetic (:func:`attention_products`) is this module's own: the q, k, v maps
@@ -66,6 +66,7 @@ class _AbstractAttentionModel(PyLoihiProcessModel):
     a_out = None
     num_heads = None
     gain = None
+    saturation = None
 
     def _heads_gain(self):
         return int(np.asarray(self.num_heads).item()), np.asarray(self.gain).item()
@@ -89,15 +90,20 @@ class PySpikingAttentionFixed(_AbstractAttentionModel):
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     num_heads: np.ndarray = LavaPyType(np.ndarray, np.int32)
     gain: np.ndarray = LavaPyType(np.ndarray, np.int32)
+    saturation: np.ndarray = LavaPyType(np.ndarray, np.int32)
 
     def run_spk(self) -> None:
         raw = [p.recv() for p in (self.q, self.k, self.v)]
         heads, gain = self._heads_gain()
+        saturation = int(np.asarray(self.saturation).item())
         if not all(r.any() for r in raw):  # a zero map makes every product 0
             out = np.zeros(raw[0].shape, dtype=np.int64)
         else:
             q, k, v = (fx.from_lava_layout(r.astype(np.int64)) for r in raw)
-            out = fx.to_lava_layout(attention_products(q, k, v, heads) * int(gain))
+            counts = attention_products(q, k, v, heads)
+            if saturation:   # larger counts fire the next LIF anyway (the quantizer's proof)
+                counts = np.minimum(counts, saturation)
+            out = fx.to_lava_layout(counts * int(gain))
         # the int32 channel wraps like every stock fixed-point model's output
         self.a_out.send(out.astype(np.int32))
 
@@ -114,6 +120,7 @@ class PySpikingAttentionFloat(_AbstractAttentionModel):
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     num_heads: np.ndarray = LavaPyType(np.ndarray, int)
     gain: np.ndarray = LavaPyType(np.ndarray, float)
+    saturation: np.ndarray = LavaPyType(np.ndarray, int)   # float graphs: never set
 
     def run_spk(self) -> None:
         q, k, v = (fx.from_lava_layout(p.recv().astype(np.float64))

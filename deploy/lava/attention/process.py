@@ -5,9 +5,10 @@ feed it; the tokens are the H*W cells, numbered row-major over (H, W) as in the
 compiler's ``[D, H, W]`` maps):
 
 * ``q``, ``k``, ``v`` (InPort): binary spikes of the query, key and value LIFs;
-* ``a_out`` (OutPort): graded spikes, ``gain * counts`` with, per head ``h`` of
-  ``D / num_heads`` channels, ``counts_h = Q_h . (K_h^T . V_h)`` (integer
-  spike-coincidence counts, the reference executor's attention semantics).
+* ``a_out`` (OutPort): graded spikes, ``gain * min(counts, saturation)`` with, per
+  head ``h`` of ``D / num_heads`` channels, ``counts_h = Q_h . (K_h^T . V_h)``
+  (integer spike-coincidence counts, the reference executor's attention semantics;
+  ``saturation`` 0: none).
 
 Timing: like LIF (and unlike Conv/Dense) the process has no delay: ``a_out`` at
 step t is computed from q, k, v received at step t (``ATTENTION_DELAY = 0``).
@@ -41,15 +42,21 @@ class SpikingAttention(AbstractProcess):
     gain : multiplier of the counts: an integer (the quantizer's attention gain) for
         the fixed-point model; any float (the scale times the next LIF's input gain) for
         the floating-point model.
+    saturation : counts above it are sent as it (the quantizer's: they fire the next
+        LIF whatever its state); 0 for none. Fixed-point model only.
     """
 
     def __init__(self, *, shape: ty.Tuple[int, int, int], num_heads: int,
-                 gain: ty.Union[int, float] = 1, name: ty.Optional[str] = None,
+                 gain: ty.Union[int, float] = 1, saturation: int = 0,
+                 name: ty.Optional[str] = None,
                  log_config: ty.Optional[LogConfig] = None) -> None:
         shape = tuple(int(s) for s in shape)
         gain = int(gain) if float(gain).is_integer() else float(gain)
+        if int(saturation) < 0:
+            raise ValueError(f"SpikingAttention: saturation must be >= 0 (0: none), got "
+                             f"{saturation}")
         super().__init__(shape=shape, num_heads=int(num_heads), gain=gain,
-                         name=name, log_config=log_config)
+                         saturation=int(saturation), name=name, log_config=log_config)
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"SpikingAttention: shape must be (W, H, D) with "
                              f"positive sizes; got {shape}")
@@ -62,3 +69,4 @@ class SpikingAttention(AbstractProcess):
         self.a_out = OutPort(shape=shape)
         self.num_heads = Var(shape=(1,), init=int(num_heads))
         self.gain = Var(shape=(1,), init=gain)
+        self.saturation = Var(shape=(1,), init=int(saturation))
