@@ -96,10 +96,14 @@ def lava(rows: list[dict]) -> list[str]:
                                      f"{r['accelerated']['per_sample_s']:.3f} s/sample"
                                      for r in rows)],
         ["lava-sim start-up", *(f"{r['accelerated']['startup_s']:.1f} s" for r in rows)],
-        ["floor: empty network, same processes and steps",
+        ["floor, wired: the network without arithmetic",
          *(f"{r['floor']['ms_per_step']:.1f} ms/step ({r['floor']['ms_per_process_step']:.3f} "
            "ms per process)" for r in rows)],
-        ["lava-sim / floor (goal ≤ 1.5x)", *(f"{r['accel_over_floor']:.2f}x" for r in rows)],
+        ["floor, chain: as many relay processes",
+         *(f"{r['floor_chain']['ms_per_step']:.1f} ms/step "
+           f"({r['floor_chain']['ms_per_process_step']:.3f} ms per process)" for r in rows)],
+        ["lava-sim / wired floor (goal ≤ 1.5x) / chain floor",
+         *(f"{r['accel_over_floor']:.2f}x / {r['accel_over_chain_floor']:.2f}x" for r in rows)],
         ["lava-sim-stock", *(stock(r) for r in rows)],
         ["reference executor, batch 1 / 16", *(f"{r['reference']['batch1_s']:.4f} / "
                                                f"{r['reference']['batchN_per_sample_s']:.4f} "

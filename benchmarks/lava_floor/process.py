@@ -1,8 +1,13 @@
-"""The process of the floor network: one int32 in, the same value out, nothing else."""
+"""The processes of the floor networks: messages in, zeros out, nothing else."""
 from __future__ import annotations
+
+from typing import Sequence, Tuple
 
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
+
+#: in-ports of a Mirror: the most distinct in-ports any stage of a lowered network has
+MIRROR_INPUTS = 4
 
 
 class Relay(AbstractProcess):
@@ -13,3 +18,20 @@ class Relay(AbstractProcess):
         super().__init__(**kwargs)
         self.a_in = InPort(shape=(1,))
         self.s_out = OutPort(shape=(1,))
+
+
+class Mirror(AbstractProcess):
+    """A stage of a lowered network without its arithmetic: the same in-ports (``in0`` ..,
+    each the shape of the out-port that feeds it; unused ones (1,) and unconnected) and the
+    same out-port shape, receiving every message and sending zeros each step."""
+
+    def __init__(self, *, out_shape: Tuple[int, ...], in_shapes: Sequence[Tuple[int, ...]],
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if len(in_shapes) > MIRROR_INPUTS:
+            raise ValueError(f"a Mirror has at most {MIRROR_INPUTS} in-ports, got "
+                             f"{len(in_shapes)}")
+        shapes = list(in_shapes) + [(1,)] * (MIRROR_INPUTS - len(in_shapes))
+        for i, shape in enumerate(shapes):
+            setattr(self, f"in{i}", InPort(shape=tuple(shape)))
+        self.out = OutPort(shape=tuple(out_shape))

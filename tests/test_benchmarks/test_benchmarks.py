@@ -55,10 +55,17 @@ def test_quick_suite_end_to_end(tmp_path):
     assert stock["timing"]["extrapolated"] and stock["timing"]["steps"] == 2
     assert stock["fidelity"]["spike_mismatches"] == 0 and stock["fidelity"]["values_compared"] > 0
     assert lava["accelerated"]["per_sample_s"] > 0 and lava["peak_rss_mb"] > 0
-    floor = lava["floor"]   # the empty network: as many processes, as many steps
-    assert floor["processes"] == lava["processes"] and floor["steps"] == lava["accelerated"]["steps"]
-    assert len(floor["runs_ms_per_step"]) == 3 and floor["ms_per_step"] > 0
-    assert lava["accel_over_floor"] == lava["accelerated"]["ms_per_step"] / floor["ms_per_step"]
+    for key in ("floor", "floor_chain"):   # the empty networks: as many processes and steps
+        floor = lava[key]
+        assert floor["processes"] == lava["processes"]
+        assert floor["steps"] == lava["accelerated"]["steps"]
+        assert len(floor["runs_ms_per_step"]) == 3 and floor["ms_per_step"] > 0
+    assert lava["floor"]["channels"] >= lava["processes"] - 1
+    assert lava["accel_over_floor"] == (lava["accelerated"]["ms_per_step"]
+                                        / lava["floor"]["ms_per_step"])
+    res_workers = res["workers"]
+    assert [r["workers"] for r in res_workers] == [1, 2]
+    assert all(r["logits_equal"] for r in res_workers)
 
     sc = res["scaling"]
     assert len(sc["points"]) == 3                      # the base point is shared by both axes
