@@ -22,15 +22,21 @@ import time
 def measure_floor(processes: int, steps: int) -> dict:
     """ms/step of a chain of ``processes`` Relays run ``steps`` steps (start-up excluded)."""
     from benchmarks.lava_floor.process import Relay
-    from deploy.lava.runtime import create_runtime, run_steps, runtime_of, stop_runtime
-    from deploy.lava.targets import run_config
 
     if processes < 1 or steps < 1:
         raise ValueError(f"need processes >= 1 and steps >= 1, got {processes}, {steps}")
     chain = [Relay() for _ in range(processes)]
     for a, b in zip(chain, chain[1:]):
         a.s_out.connect(b.a_in)
-    anchor = chain[-1]
+    return {"processes": processes, **_timed_run(chain[-1], steps, processes)}
+
+
+def _timed_run(anchor, steps: int, processes: int) -> dict:
+    """Start-up and ms/step of the network connected to ``anchor``, run ``steps`` steps in
+    lava-sim's configuration (the runtime always stopped)."""
+    from deploy.lava.runtime import create_runtime, run_steps, runtime_of, stop_runtime
+    from deploy.lava.targets import run_config
+
     try:
         t0 = time.perf_counter()
         create_runtime(anchor, run_config("lava-sim"))
@@ -40,16 +46,14 @@ def measure_floor(processes: int, steps: int) -> dict:
     finally:
         stop_runtime(runtime_of(anchor))
     ms = 1e3 * (t2 - t1) / steps
-    return {"processes": processes, "steps": steps, "startup_s": t1 - t0,
-            "ms_per_step": ms, "ms_per_process_step": ms / processes}
+    return {"steps": steps, "startup_s": t1 - t0, "ms_per_step": ms,
+            "ms_per_process_step": ms / processes}
 
 
 def measure_wired_floor(network, steps: int) -> dict:
     """ms/step of ``network`` (a ``deploy.lava.LavaNetwork``) with every stage replaced by a
     :class:`Mirror` (same ports, shapes and connections; no arithmetic), run ``steps`` steps."""
     from benchmarks.lava_floor.process import Mirror
-    from deploy.lava.runtime import create_runtime, run_steps, runtime_of, stop_runtime
-    from deploy.lava.targets import run_config
 
     stages = network.stages
     procs = {}
@@ -65,18 +69,8 @@ def measure_wired_floor(network, steps: int) -> dict:
         for src, port in st.inputs:
             procs[src][0].out.connect(getattr(mirror, f"in{ports.index(port)}"))
             channels += 1
-    anchor = procs[network.readout][0]
-    try:
-        t0 = time.perf_counter()
-        create_runtime(anchor, run_config("lava-sim"))
-        t1 = time.perf_counter()
-        run_steps(anchor, steps)
-        t2 = time.perf_counter()
-    finally:
-        stop_runtime(runtime_of(anchor))
-    ms = 1e3 * (t2 - t1) / steps
-    return {"processes": len(stages), "channels": channels, "steps": steps,
-            "startup_s": t1 - t0, "ms_per_step": ms, "ms_per_process_step": ms / len(stages)}
+    return {"processes": len(stages), "channels": channels,
+            **_timed_run(procs[network.readout][0], steps, len(stages))}
 
 
 __all__ = ["measure_floor", "measure_wired_floor"]
