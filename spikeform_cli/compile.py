@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data", metavar="X.npy",
                       help="verification samples as the network takes them: [B, *input "
                            "shape] in [0, 1] (e.g. [B, 64] for an MLP, [B, 1, 8, 8] for "
-                           "images), or binary spike trains [B, T, *input shape]; also the "
+                           "images), or spike trains / event (count) frames [B, T, *input shape]; also the "
                            "calibration samples unless --calibration-data is given")
     data.add_argument("--labels", metavar="Y.npy",
                       help="integer class labels of --data, one per sample (without them "

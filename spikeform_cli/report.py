@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training splits")
     data.add_argument("--data", metavar="X.npy",
                       help="samples to measure on, as the network takes them: [B, *input "
-                           "shape] in [0, 1], or binary spike trains [B, T, *input shape]; "
+                           "shape] in [0, 1], or spike trains / event (count) frames [B, T, *input shape]; "
                            "for a checkpoint also the calibration samples unless "
                            "--calibration-data is given")
     data.add_argument("--labels", metavar="Y.npy",

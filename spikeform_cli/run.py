@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, help=f"samples to run (default {DEFAULT_SAMPLES}; "
                                                "all of --input)")
     p.add_argument("--input", help=".npy of inputs as the model takes them: images [B, C, H, W] "
-                                   "or vectors [B, K] (an MLP's input) in [0, 1], or binary "
-                                   "event frames [B, T, C, H, W] / spike trains [B, T, K]")
+                                   "or vectors [B, K] (an MLP's input) in [0, 1], binary "
+                                   "event frames [B, T, C, H, W] / spike trains [B, T, K], or "
+                                   "event-count frames for a network that takes counts")
     p.add_argument("--labels", help=".npy of integer labels for --input (optional)")
     p.add_argument("--data-dir", help="data set directory (without --input: the artifact's "
                                       "data set, test split)")

@@ -29,6 +29,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from ..encoding import SEQUENCE_ENCODINGS
 from ..ir import Graph, IRError, Node
 from ..ops import OPS
 
@@ -46,9 +47,7 @@ def _reads_analog_input(node: Node) -> bool:
     """A source whose values are not spikes: the analog (float) or graded (quantized) image.
     Event counts are events: each one is an accumulate, so their mean count per pixel and
     step is the rate that turns MACs into synaptic operations, as for binary events."""
-    spec = OPS[node.op]
-    return (spec.is_source and not spec.emits_spikes(node.attrs)
-            and node.attrs.get("encoding") != "counts")
+    return OPS[node.op].is_source and node.attrs.get("encoding") not in SEQUENCE_ENCODINGS
 
 
 class SynapticCounter:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from .augment import RandomShiftFlip
 from .base import DatasetInfo, InMemoryImages, Request
@@ -18,6 +16,11 @@ SPLIT_SEED = 0
 
 
 def load(req: Request):
+    # scikit-learn costs ~0.3 s to import: only when the digits are read, not for every
+    # command that imports the data package
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     req.check_native_size(SIZE)
     bunch = load_digits()
     images = bunch.images.astype(np.float32)

@@ -33,8 +33,7 @@ _DATASET_OF_ARGS = {"cifar10": "cifar10", "cifar100": "cifar100", "cifar10dvs": 
                     "cifar10-dvs": "cifar10-dvs", "dvsgesture": "dvs-gesture",
                     "dvs128gesture": "dvs-gesture", "imagenet": "imagefolder"}
 # classes of the data sets whose names are fixed; counts of those whose number is
-_CLASS_NAMES = {"cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                            "horse", "ship", "truck"),
+_CLASS_NAMES = {"cifar10": CIFAR10_DVS_CLASSES,   # CIFAR10-DVS records CIFAR-10's classes
                 "cifar10-dvs": CIFAR10_DVS_CLASSES, "dvs-gesture": GESTURE_CLASSES}
 _CLASS_COUNTS = {"cifar100": 100, "digits": 10, "mnist": 10, "fashion-mnist": 10,
                  **{name: len(names) for name, names in _CLASS_NAMES.items()}}

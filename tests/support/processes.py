@@ -5,8 +5,8 @@ with signals or kill their workers.
 The command runs in a session of its own (a signal "to the group" reaches it as from a
 terminal or ``timeout``, never the test). The test process is made a child subreaper
 (:func:`subreaper`), so that whatever the command leaves behind is reparented to it, where
-:meth:`Command.processes` sees it and :meth:`Command.cleanup` kills and reaps it. (The same
-approach as tests/test_spikeform_cli/test_signals.py, as a shared helper.)
+:meth:`Command.processes` sees it and :meth:`Command.cleanup` kills and reaps it. (One
+helper serves tests/test_spikeform_cli/test_signals.py and test_run_workers.py.)
 """
 from __future__ import annotations
 
@@ -163,6 +163,14 @@ class Command:
         table = process_table()
         return sorted(p for p, (ppid, state) in table.items()
                       if ppid == self.proc.pid and state != "Z" and marker in cmdline(p))
+
+    def signal(self, signum: int, *, group: bool = False) -> None:
+        """``signum`` to the command, or (``group``) to its whole session's process group,
+        as a terminal, ``timeout`` or Slurm would send it."""
+        if group:
+            os.killpg(self.proc.pid, signum)
+        else:
+            self.proc.send_signal(signum)
 
     def wait(self) -> int:
         try:

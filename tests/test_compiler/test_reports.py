@@ -21,7 +21,7 @@ from compiler.reports.activity import ActivityMeter, attention_maps
 from compiler.reports.energy import EnergyMeter, energy_summary, paper_energy_mJ
 from compiler.reports.flops import first_conv, synaptic_layers
 from compiler.reports.paper import counting_check, implied, zoo_flops
-from spikformer_neuro.testing import firing_model
+from spikformer_neuro.testing import firing_model, random_input
 
 from support.paths import DIGITS_CKPT, ROOT
 DIGITS = DIGITS_CKPT
@@ -95,6 +95,26 @@ def test_event_input_first_conv_counts_as_sops():
     meter.add(run_reference(graph, x, record=meter.record_names).outputs)
     s = meter.summary()
     assert s["flops_first_conv"] == 0 and s["layers"][0]["input_rate"] > 0
+
+
+def test_event_counts_are_events_for_the_first_conv():
+    """Event-count input: each counted event is one accumulate per synapse, so the first
+    conv's SOPs are (total count) x fan-out, not MACs."""
+    model = firing_model("test-micro-events", event_max_count=9)
+    graph = quantize(float_passes(model_to_ir(model)))
+    layers = synaptic_layers(graph)
+    assert not any(layer.analog for layer in layers)
+    meter = EnergyMeter(graph)
+    assert "input" in meter.record_names
+    x = random_input(model.cfg, 3, seed=4)
+    assert x.max() > 1
+    meter.add(run_reference(graph, x, record=meter.record_names).outputs)
+    s = meter.summary()
+    first = s["layers"][0]
+    assert first["name"] == "sps.stages.0.conv" and s["flops_first_conv"] == 0
+    fan_out = 2 * 9            # the paper's count: 3x3 kernel x 2 stem channels (D/8)
+    events = Fraction(int(x.sum())) * fan_out / 3
+    assert math.isclose(first["sops"], float(events), rel_tol=1e-12)
 
 
 def test_missing_rate_is_a_clear_error(micro):

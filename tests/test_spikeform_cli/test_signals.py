@@ -13,197 +13,33 @@ while it runs (other programs on the machine may create segments of their own me
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import List, Set
 
 import pytest
 
 from support.paths import DIGITS_CKPT, ROOT
-from support.signals import default_stop_signals
+from support.processes import START_TIMEOUT_S, Command, subreaper
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="prctl, /proc and /dev/shm are Linux's")
 
 BIN = Path(sys.executable).parent
-PR_SET_CHILD_SUBREAPER = 36
-SEGMENT = re.compile(r"/dev/shm/(psm_\w+)")
 LAVA_STARTED = 20       # digits-tiny runs 32 Lava processes + services + shared-memory manager
-START_TIMEOUT_S = 120.0
-EXIT_TIMEOUT_S = 90.0
 GRACE_S = 10.0          # for the resource tracker to notice and clean up after SIGKILL
 
 
-# -- process and segment bookkeeping -----------------------------------------------------------
-def _prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl")
-
-
-def _process_table() -> Dict[int, Tuple[int, str]]:
-    """pid -> (parent pid, state letter) of every process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        table[int(entry)] = (int(fields[1]), fields[0])
-    return table
-
-
-def _descendants(root: int, table: Dict[int, Tuple[int, str]]) -> Set[int]:
-    children: Dict[int, List[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()[:160]
-    except OSError:
-        return "?"
-
-
-class Command:
-    """A command in its own session, watched until it and everything it started are gone."""
-
-    def __init__(self, args: List[str], tmp: Path):
-        self.me = os.getpid()
-        self.before = self._my_children()
-        self.stdout, self.stderr = tmp / "cmd.stdout", tmp / "cmd.stderr"
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
-            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=err, env=env,
-                                         start_new_session=True,
-                                         preexec_fn=default_stop_signals)
-        self.segments: Set[str] = set()
-        self._stop = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
-        self._watcher.start()
-
-    # everything the command started: its descendants, and after its exit its orphans,
-    # reparented to this (subreaper) process
-    def _my_children(self, table=None) -> Set[int]:
-        table = _process_table() if table is None else table
-        return {pid for pid, (ppid, _) in table.items() if ppid == self.me}
-
-    def processes(self, *, live_only: bool = True) -> Set[int]:
-        table = _process_table()
-        orphans = self._my_children(table) - self.before - {self.proc.pid}
-        pids = _descendants(self.proc.pid, table) | orphans
-        for orphan in orphans:
-            pids |= _descendants(orphan, table)
-        if live_only:
-            pids = {p for p in pids if p in table and table[p][1] != "Z"}
-        return pids
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            for pid in self.processes() | {self.proc.pid}:
-                try:
-                    self.segments.update(SEGMENT.findall(Path(f"/proc/{pid}/maps").read_text()))
-                except OSError:
-                    pass
-            time.sleep(0.05)
-
-    def wait_for_lava(self, settle_s: float = 0.5) -> None:
-        """Until Lava's workers are up (and then ``settle_s`` more: the run is under way)."""
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while len(self.processes()) < LAVA_STARTED:
-            assert self.proc.poll() is None, f"exited early:\n{self.stderr.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "Lava did not start"
-            time.sleep(0.1)
-        time.sleep(settle_s)
-        assert self.proc.poll() is None, "finished before the signal: give it more work"
-
-    def signal(self, signum: int, *, group: bool = False) -> None:
-        if group:
-            os.killpg(self.proc.pid, signum)
-        else:
-            self.proc.send_signal(signum)
-
-    def wait(self) -> int:
-        try:
-            return self.proc.wait(EXIT_TIMEOUT_S)
-        finally:
-            time.sleep(0.1)   # the watcher's last look
-            self._stop.set()
-            self._watcher.join()
-
-    def leftovers(self, grace_s: float = 0.0) -> Tuple[List[str], List[str]]:
-        """(processes still alive, segments still in /dev/shm), after up to ``grace_s``."""
-        deadline = time.monotonic() + grace_s
-        while True:
-            pids = self.processes()
-            segments = sorted(s for s in self.segments if os.path.exists(f"/dev/shm/{s}"))
-            if (not pids and not segments) or time.monotonic() >= deadline:
-                return [f"{p}: {_cmdline(p)}" for p in sorted(pids)], segments
-            time.sleep(0.1)
-
-    def cleanup(self) -> None:
-        """Kill and reap whatever is left (only this command's processes and segments)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self._stop.set()
-        for _ in range(3):
-            left = self.processes(live_only=False)
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            for pid in left:
-                try:
-                    os.waitpid(pid, 0)   # our orphans only; others' children are not ours
-                except ChildProcessError:
-                    pass
-        for segment in self.segments:
-            try:
-                os.unlink(f"/dev/shm/{segment}")
-            except FileNotFoundError:
-                pass
-
-    def err(self) -> str:
-        return self.stderr.read_text()
-
-
 @pytest.fixture(scope="module", autouse=True)
-def subreaper():
-    """This process adopts the orphans of what it starts; afterwards it reaps those adopted
-    meanwhile (and only those: children it had before are someone else's to wait for)."""
-    me = os.getpid()
-    had = {pid for pid, (ppid, _) in _process_table().items() if ppid == me}
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    try:
+def _adopt_orphans():
+    """The module's tests see (and reap) whatever their commands leave behind
+    (support.processes.subreaper)."""
+    with subreaper():
         yield
-    finally:
-        _prctl(PR_SET_CHILD_SUBREAPER, 0)
-        for pid, (ppid, state) in _process_table().items():
-            if ppid == me and pid not in had and state == "Z":
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
 
 
 @pytest.fixture
@@ -259,7 +95,7 @@ def test_run_stops_cleanly_on_a_signal_to_its_process_group(artifact, command, t
     out = tmp_path / "results" / "r.json"
     before = _files(tmp_path)
     cmd = command(BIN / "spikeform-run", artifact, "--samples", "200", "--out", out, "-q")
-    cmd.wait_for_lava()
+    cmd.wait_for(LAVA_STARTED)
     cmd.signal(signum, group=True)
     _assert_clean_exit(cmd, signum,
                        f"spikeform-run: interrupted by {name}; the Lava runtime was stopped")
@@ -273,7 +109,7 @@ def test_compile_stops_cleanly_on_sigterm_and_writes_nothing(command, tmp_path):
     before = _files(tmp_path)
     cmd = command(BIN / "spikeform-compile", DIGITS_CKPT, "--target", "lava-sim", "--samples",
                   "128", "-o", tmp_path / "out.compiled", "--report", tmp_path / "r.json", "-q")
-    cmd.wait_for_lava()
+    cmd.wait_for(LAVA_STARTED)
     cmd.signal(signal.SIGTERM)
     _assert_clean_exit(cmd, signal.SIGTERM,
                        "spikeform-compile: interrupted by SIGTERM; nothing was written")
@@ -285,7 +121,7 @@ def test_compile_stops_cleanly_on_sigterm_and_writes_nothing(command, tmp_path):
 @pytest.mark.lava
 def test_sigkill_of_the_command_leaves_no_worker_and_no_segment(artifact, command):
     cmd = command(BIN / "spikeform-run", artifact, "--samples", "200", "-q")
-    cmd.wait_for_lava()
+    cmd.wait_for(LAVA_STARTED)
     workers = len(cmd.processes())
     cmd.signal(signal.SIGKILL)
     assert cmd.wait() == -signal.SIGKILL
