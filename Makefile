@@ -4,7 +4,8 @@
 PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: venv demo test checkpoints checkpoint-digits checkpoint-fmnist
+.PHONY: venv demo test checkpoints checkpoint-digits checkpoint-fmnist \
+	checkpoint-sdt-digits checkpoint-sdt-fmnist
 
 venv:
 	@bash scripts/setup-venv.sh
@@ -27,7 +28,7 @@ bench: venv
 CKPT := spikformer_neuro/checkpoints
 TRAIN := .venv/bin/spikeform-train --seed 0 --threads 2 -q --val-fraction 0
 
-checkpoints: checkpoint-digits checkpoint-fmnist
+checkpoints: checkpoint-digits checkpoint-fmnist checkpoint-sdt-digits checkpoint-sdt-fmnist
 
 checkpoint-digits: venv
 	$(TRAIN) --config digits-tiny --dataset digits --epochs 60 --batch-size 32 --lr 2e-3 \
@@ -40,3 +41,14 @@ checkpoint-fmnist: venv
 	  --batch-size 64 --lr 2e-3 --out runs/fmnist-small.qat6.pth
 	$(TRAIN) --init runs/fmnist-small.qat6.pth --qat --config fmnist-small --dataset fashion-mnist \
 	  --epochs 2 --lr 3e-4 --warmup-epochs 0 --seed 1 --out $(CKPT)/fmnist-small.pth
+
+# The spike-driven family (README, "Spike-driven Transformer"): chosen on a validation split.
+# digits: the float run's final epoch (its 144-sample validation split ties early), then QAT.
+SDT_TRAIN := .venv/bin/spikeform-train --seed 0 --threads 2 -q
+
+checkpoint-sdt-digits: venv
+	$(SDT_TRAIN) --config sdt-digits-tiny --dataset digits --epochs 100 --batch-size 32 \
+	  --lr 2e-3 --out runs/sdt-digits-tiny.float.pth
+	$(SDT_TRAIN) --init runs/sdt-digits-tiny.float.last.pth --qat --config sdt-digits-tiny \
+	  --dataset digits --epochs 10 --batch-size 32 --lr 3e-4 --warmup-epochs 0 \
+	  --out $(CKPT)/sdt-digits-tiny.pth

@@ -39,6 +39,8 @@ Semantics per op (per time step unless stated; ``[B, C, H, W]`` maps, channels =
                          ``out_h = (Q_h K_h^T) V_h * scale``, written back to map layout.
                          Equal to :meth:`spikformer_neuro.model.SSA.attention`.
     ``sum``              the sum of its inputs (in input order).
+    ``token_mean``       mean over H, W per step: ``[T, B, D, H, W] -> [T, B, D, 1, 1]`` on the
+                         contiguous map, as ``SpikeDrivenTransformer.forward`` pools.
     ``token_time_mean``  mean over time and over H, W: ``[T, B, D, H, W] -> [B, D]``.
     ``affine``           ``x @ weight.T + bias`` (bias optional).
     ``output``           identity; its value is the logits.
@@ -286,8 +288,7 @@ class FloatExecutor(Interpreter):
         return self._pool(node, v, lambda x, k, s, p: F.max_pool2d(x, k, s, p))
 
     def op_sumpool2d(self, node: Node, v: _Value) -> _Value:
-        return self._pool(node, v, lambda x, k, s, p: F.avg_pool2d(
-            x, k, s, p, ceil_mode=False, count_include_pad=True, divisor_override=1))
+        return self._pool(node, v, _sum_pool)
 
     def op_threshold(self, node: Node, v: _Value) -> _Value:
         th = float(attr(node, "threshold"))
@@ -311,6 +312,12 @@ class FloatExecutor(Interpreter):
     def op_sum(self, node: Node, v: _Value) -> _Value:
         return _Value(v.data, v.layout, v.timed, tuple(node.shape))  # fan_in did the sum
 
+    def op_token_mean(self, node: Node, v: _Value) -> _Value:
+        if not v.timed:
+            raise IRError(f"{where(node)}: input has no time dimension")
+        y = v.as_map().contiguous().mean(dim=(-2, -1), keepdim=True)  # as the model pools
+        return _Value(y, "map", True, tuple(node.shape))
+
     def op_token_time_mean(self, node: Node, v: _Value) -> _Value:
         if not v.timed:
             raise IRError(f"{where(node)}: input has no time dimension")
@@ -330,6 +337,17 @@ class FloatExecutor(Interpreter):
             raise IRError(f"{where(node)}: receives a per-time-step value; the logits must be "
                           "[B, K] (is token_time_mean missing?)")
         return _Value(v.data, v.layout, v.timed, v.shape)
+
+
+def _sum_pool(x: torch.Tensor, k, s, p) -> torch.Tensor:
+    """Window sums with zero padding. ``avg_pool2d`` (un-divided) where torch allows the
+    padding (at most half the kernel); a wider one (the spike-driven attention's broadcast of a
+    (D, 1, 1) map over the token grid) runs as a depthwise all-ones convolution."""
+    if p[0] <= k[0] // 2 and p[1] <= k[1] // 2:
+        return F.avg_pool2d(x, k, s, p, ceil_mode=False, count_include_pad=True,
+                            divisor_override=1)
+    ones = x.new_ones(x.shape[1], 1, *k)
+    return F.conv2d(x.contiguous(), ones, None, s, p, 1, x.shape[1])
 
 
 def run_float(graph: Graph, x, *, record: Union[bool, Iterable[str]] = False,

@@ -177,6 +177,9 @@ OPS: Dict[str, OpSpec] = {s.name: s for s in (
                   optional("saturation", "int", at=frozenset({QUANTIZED}))),
            inputs=("q", "k", "v")),
     OpSpec("sum", BOTH, "graded residual sum of its inputs"),
+    OpSpec("token_mean", frozenset({FLOAT}), "mean over tokens (H*W) per time step: "
+           "(D, H, W) -> (D, 1, 1) (the spike-driven head's pooling of membrane inputs)",
+           removed_by="distribute_membrane"),
     OpSpec("token_time_mean", frozenset({FLOAT}), "mean over tokens (H*W) and time steps",
            reduces_time=True),
     OpSpec("token_time_sum", frozenset({QUANTIZED}), "integer sum over tokens and time steps",

@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
@@ -195,6 +196,11 @@ def _table(report: dict) -> str:
              f"run time          {report['timing_s']['run']:.2f} s"]
     if report.get("nir_assumption"):
         lines.append(f"NIR import        assumed: {report['nir_assumption']}")
+    loihi = report.get("loihi")
+    if loihi:
+        inside = ", ".join(f"{n} {k}" for k, n in sorted(loihi["inside_network"].items()))
+        lines.append("on Loihi 2        host CPU inside the network: " + (inside or "nothing")
+                     + f"; at the edges: {', '.join(sorted(loihi['edges'])) or 'nothing'}")
     layers = report["layers"]
     rounded = {n: i for n, i in layers.items() if "decay_error" in i}
     if rounded:  # 4096/tau not an integer: Loihi's decay differs from the model's
@@ -428,7 +434,8 @@ def run(args: argparse.Namespace) -> int:
             lava = _verify_lava(compiled, test_ds, args.target, progress, args.workers)
         run_seconds = time.perf_counter() - start
     report = _with_conversion(compile_report(compiled, src, m, lava, target=args.target,
-                                             artifact=str(out.path), run_seconds=run_seconds),
+                                             artifact=str(out.path), run_seconds=run_seconds,
+                                             loihi=_loihi_placement(compiled)),
                               src)
     report["data"] = data   # where the calibration and verification samples came from
     exact = lava is None or lava.exact
@@ -453,6 +460,21 @@ def run(args: argparse.Namespace) -> int:
             "This is a compiler bug: please report it with the model"
             + "".join(f"; {msg}" for msg in failed))
     return 0
+
+
+def _loihi_placement(compiled: Compiled) -> dict:
+    """The lowered network's Lava processes by where they would run on Loihi 2 (report key
+    ``loihi``): stock Conv/LIF/LIFReset on neuro-cores; processes with only a Python model on
+    the host CPU -- at the edges (input injection, output reading) or inside the network,
+    where every step spikes go to the host and values come back."""
+    from deploy.lava.lowering import lower
+
+    plan = lower(compiled.quantized)
+    host, edges = plan.host_processes(), plan.host_edges()
+    cores = Counter(st.kind.label for st in plan.stages.values() if not st.kind.host_only)
+    return {"host_processes": host, "edges": edges,
+            "inside_network": {k: n for k, n in host.items() if k not in edges},
+            "neuro_core_processes": dict(cores)}
 
 
 def _verify_lava(compiled: Compiled, test_ds, target: str, progress: Progress,

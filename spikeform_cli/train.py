@@ -96,11 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_configs() -> str:
-    rows = [("name", "params", "input", "T", "classes", "tokens", "description")]
+    rows = [("name", "family", "params", "input", "T", "classes", "tokens", "description")]
     for name in config_names():
         cfg = get_config(name)
         params = count_parameters(build_model(cfg))
-        rows.append((name, f"{params / 1e6:.3f}M", "x".join(map(str, cfg.input_shape())),
+        rows.append((name, cfg.family, f"{params / 1e6:.3f}M",
+                     "x".join(map(str, cfg.input_shape())),
                      str(cfg.time_steps), str(cfg.num_classes), str(cfg.num_tokens),
                      cfg.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

@@ -28,6 +28,7 @@ import torch
 from .config import ConfigError, SpikformerConfig
 from .model import Spikformer
 from .model import build_model as build_spikformer
+from .model import model_classes
 
 CHECKPOINT_FORMAT = "spikformer-neuro-checkpoint"
 FORMAT_VERSION = 1
@@ -109,8 +110,8 @@ def save_checkpoint(
     or not at all, so an interrupted save never leaves a checkpoint that cannot be read.
     """
     path = Path(path)
-    if not isinstance(model, Spikformer):
-        raise TypeError(f"model must be a Spikformer, got {type(model).__name__} "
+    if not isinstance(model, model_classes()):
+        raise TypeError(f"model must be a Spikformer or SpikeDrivenTransformer, got {type(model).__name__} "
                         "(unwrap DataParallel / torch.compile wrappers before saving)")
     cfg = model.cfg
     if not isinstance(dataset, str) or not dataset:

@@ -11,6 +11,13 @@ from typing import Any, Optional, Tuple
 
 NUM_SPS_STAGES = 4  # conv stages with D/8, D/4, D/2, D channels
 
+# Model families built from one configuration (spikformer_neuro.model.build_model):
+#   spikformer    Zhou et al., ICLR 2023: spiking self-attention Q.K^T.V (model.py)
+#   spike-driven  Yao et al., NeurIPS 2023: spike-driven self-attention (masks and sums) and
+#                 the membrane shortcut (spike_driven.py)
+FAMILIES = ("spikformer", "spike-driven")
+DEFAULT_FAMILY = FAMILIES[0]
+
 
 class ConfigError(ValueError):
     """A configuration that cannot describe a valid Spikformer."""
@@ -44,6 +51,7 @@ class SpikformerConfig:
     input_mean: Optional[Tuple[float, ...]] = None
     input_std: Optional[Tuple[float, ...]] = None
     description: str = field(default="", compare=False)
+    family: str = DEFAULT_FAMILY
 
     def __post_init__(self) -> None:
         self.validate()
@@ -89,6 +97,11 @@ class SpikformerConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(f"{key} must be a positive integer, got {value!r}")
+        if self.family not in FAMILIES:
+            raise bad(f"family must be one of {list(FAMILIES)}, got {self.family!r}")
+        if self.family == "spike-driven" and self.mlp_ratio == 1:
+            raise bad("mlp_ratio 1: the official spike-driven MLP then adds a second, inner "
+                      "residual that this implementation does not build; use mlp_ratio >= 2")
         if self.embed_dim % 8:
             raise bad(f"embed_dim {self.embed_dim} must be a multiple of 8 (SPS uses D/8 channels)")
         if self.embed_dim % self.num_heads:
@@ -122,6 +135,8 @@ class SpikformerConfig:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["pool_stages"] = list(self.pool_stages)
+        if out["family"] == DEFAULT_FAMILY:
+            del out["family"]  # files written before families existed stay byte-identical
         for key in ("input_mean", "input_std"):
             if out[key] is not None:
                 out[key] = [float(v) for v in out[key]]

@@ -22,6 +22,34 @@ def _unflat(x: torch.Tensor, t: int) -> torch.Tensor:
     return x.reshape(t, -1, *x.shape[1:])
 
 
+def to_time_major(cfg: SpikformerConfig, x: torch.Tensor, mean: torch.Tensor,
+                  std: torch.Tensor) -> torch.Tensor:
+    """Batch [B, C, H, W] (static) or [B, T, C, H, W] (events) -> normalised [T, B, C, H, W]
+    (every model family takes its input this way)."""
+    expected = (cfg.in_channels, cfg.img_size, cfg.img_size)
+    if cfg.event_input:
+        if x.dim() != 5 or tuple(x.shape[1:]) != (cfg.time_steps,) + expected:
+            raise ValueError(f"{cfg.name}: expected event input [B, {cfg.time_steps}, "
+                             f"{', '.join(map(str, expected))}], got {list(x.shape)}")
+        x = x.transpose(0, 1)
+    else:
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"{cfg.name}: expected image input [B, "
+                             f"{', '.join(map(str, expected))}], got {list(x.shape)}")
+        x = x.unsqueeze(0).expand(cfg.time_steps, *x.shape)
+    return (x - mean) / std
+
+
+def attach_input(model: nn.Module, cfg: SpikformerConfig) -> None:
+    """``model.cfg`` and the input normalisation buffers ``input_mean``/``input_std`` [C, 1, 1]
+    (not saved: the configuration holds them), as every model family keeps them."""
+    model.cfg = cfg
+    mean = cfg.input_mean or (0.0,) * cfg.in_channels
+    std = cfg.input_std or (1.0,) * cfg.in_channels
+    model.register_buffer("input_mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
+    model.register_buffer("input_std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+
+
 class ConvBNLIF(nn.Module):
     """conv3x3 (no bias) -> BatchNorm2d -> LIF on [T, B, C, H, W]."""
 
@@ -137,30 +165,13 @@ class Spikformer(nn.Module):
 
     def __init__(self, cfg: SpikformerConfig):
         super().__init__()
-        self.cfg = cfg
-        mean = cfg.input_mean or (0.0,) * cfg.in_channels
-        std = cfg.input_std or (1.0,) * cfg.in_channels
-        self.register_buffer("input_mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("input_std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+        attach_input(self, cfg)
         self.sps = SPS(cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
 
     def to_time_major(self, x: torch.Tensor) -> torch.Tensor:
-        """Batch [B, C, H, W] (static) or [B, T, C, H, W] (events) -> normalised [T, B, C, H, W]."""
-        cfg = self.cfg
-        expected = (cfg.in_channels, cfg.img_size, cfg.img_size)
-        if cfg.event_input:
-            if x.dim() != 5 or tuple(x.shape[1:]) != (cfg.time_steps,) + expected:
-                raise ValueError(f"{cfg.name}: expected event input [B, {cfg.time_steps}, "
-                                 f"{', '.join(map(str, expected))}], got {list(x.shape)}")
-            x = x.transpose(0, 1)
-        else:
-            if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-                raise ValueError(f"{cfg.name}: expected image input [B, "
-                                 f"{', '.join(map(str, expected))}], got {list(x.shape)}")
-            x = x.unsqueeze(0).expand(cfg.time_steps, *x.shape)
-        return (x - self.input_mean) / self.input_std
+        return to_time_major(self.cfg, x, self.input_mean, self.input_std)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Token stream [T, B, N, D] after the last block."""
@@ -174,8 +185,19 @@ class Spikformer(nn.Module):
         return self.head(pooled) if self.fake_quant_head is None else self.fake_quant_head(pooled)
 
 
-def build_model(cfg: SpikformerConfig) -> Spikformer:
+def build_model(cfg: SpikformerConfig) -> nn.Module:
+    """The network of ``cfg.family``: a :class:`Spikformer` or a
+    :class:`~spikformer_neuro.spike_driven.SpikeDrivenTransformer`."""
+    if cfg.family == "spike-driven":
+        from .spike_driven import SpikeDrivenTransformer  # imports this module
+        return SpikeDrivenTransformer(cfg)
     return Spikformer(cfg)
+
+
+def model_classes() -> tuple:
+    """Every model class a checkpoint may hold."""
+    from .spike_driven import SpikeDrivenTransformer
+    return (Spikformer, SpikeDrivenTransformer)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -130,9 +130,18 @@ def _layers(model: Spikformer, input_levels: float) -> List[_FakeQuantLayer]:
     return layers
 
 
+def _spike_driven(model):
+    """The spike-driven family's QAT module when ``model`` is one (else None)."""
+    from . import qat_spike_driven as sd   # it builds on this module
+    return sd if isinstance(model, sd.SpikeDrivenTransformer) else None
+
+
 def enable_qat(model: Spikformer, input_levels: Optional[int]) -> None:
     """Switch ``model`` to Loihi-grid arithmetic (``input_levels``: see detect_input_levels;
-    None means the compiler's default, the full 8-bit range)."""
+    None means the compiler's default, the full 8-bit range). A Spike-driven Transformer
+    trains on its own grids (spikformer_neuro/qat_spike_driven.py)."""
+    if _spike_driven(model):
+        return _spike_driven(model).enable_qat(model, input_levels)
     cfg = model.cfg
     if input_levels is None:
         span = input_span(model.input_mean.flatten().tolist(), model.input_std.flatten().tolist())
@@ -144,6 +153,8 @@ def enable_qat(model: Spikformer, input_levels: Optional[int]) -> None:
 
 
 def disable_qat(model: Spikformer) -> None:
+    if _spike_driven(model):
+        return _spike_driven(model).disable_qat(model)
     for m in model.modules():
         if isinstance(m, (ConvBNLIF, LinearBNLIF)):
             m.fake_quant = None
@@ -156,6 +167,8 @@ def snap_to_grid(model: Spikformer) -> Dict:
     Afterwards the plain model (QAT disabled) computes, up to float rounding, what the QAT
     model computed, and its folded weights lie on the grids recorded in the hints.
     """
+    if _spike_driven(model):
+        return _spike_driven(model).snap_to_grid(model)
     vth = {}
     for m in model.modules():
         if isinstance(m, (ConvBNLIF, LinearBNLIF)) and m.fake_quant is not None:

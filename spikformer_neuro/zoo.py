@@ -69,6 +69,37 @@ _add(SpikformerConfig(
     description="smallest event-input network, for tests"))
 
 
+# Spike-driven Transformer (Yao et al., NeurIPS 2023; spikformer_neuro/spike_driven.py). The
+# paper's ImageNet and CIFAR settings pool after SPS stage 3 (real values): they train and run
+# in PyTorch, the compiler refuses that pool. The small ones pool spikes only, so they deploy.
+def _sdt(name: str, paper_params_m: float | None, **kw) -> None:
+    _add(SpikformerConfig(name=name, family="spike-driven", **kw), paper_params_m)
+
+
+for _depth, _dim, _heads, _params in ((8, 384, 12, 16.81), (6, 512, 8, 23.37),
+                                      (8, 512, 8, 29.68), (10, 512, 8, 36.01),
+                                      (8, 768, 12, 66.34)):
+    _sdt(f"sdt-imagenet-{_depth}-{_dim}", _params, img_size=224, in_channels=3,
+         num_classes=1000, embed_dim=_dim, depth=_depth, num_heads=_heads, time_steps=4,
+         pool_stages=IMAGENET_POOLS, description=f"paper: ImageNet {_depth}-{_dim}")
+for _classes in (10, 100):
+    _sdt(f"sdt-cifar{_classes}-2-512", 10.28 if _classes == 10 else None, img_size=32,
+         in_channels=3, num_classes=_classes, embed_dim=512, depth=2, num_heads=8,
+         time_steps=4, pool_stages=CIFAR_POOLS, description=f"paper: CIFAR-{_classes} 2-512")
+_sdt("sdt-dvs-gesture-2-256", 2.57, img_size=128, in_channels=2, num_classes=11,
+     embed_dim=256, depth=2, num_heads=16, time_steps=16, pool_stages=IMAGENET_POOLS,
+     event_input=True, description="paper: DVS128 Gesture 2-256, T = 16")
+_sdt("sdt-digits-tiny", None, img_size=8, in_channels=1, num_classes=10, embed_dim=64,
+     depth=1, num_heads=4, time_steps=4, pool_stages=(2,),
+     description="scikit-learn 8x8 digits: 16 tokens, 1 block, spike-driven")
+_sdt("sdt-fmnist-small", None, img_size=28, in_channels=1, num_classes=10, embed_dim=96,
+     depth=1, num_heads=4, time_steps=4, pool_stages=(0, 1),
+     description="Fashion-MNIST / MNIST 28x28: 49 tokens, 1 block, spike-driven")
+_sdt("test-micro-sdt", None, img_size=8, in_channels=1, num_classes=4, embed_dim=16, depth=1,
+     num_heads=2, time_steps=2, pool_stages=(2,),
+     description="smallest spike-driven network, for tests")
+
+
 def config_names() -> List[str]:
     return list(_ZOO)
 

@@ -5,6 +5,12 @@ Every float-IR node becomes STOCK NIR nodes, so that stock ``nir.read`` loads th
 NIR cannot say (names of summed nodes, attribute types, input order, attention roles, the
 graph meta) travels as metadata strings under ``spikeform.*`` keys, which stock readers carry
 along and ignore.
+
+Version 2 writes only node types that norse / snntorch / sinabs import: a ``threshold`` is a
+memoryless LIF (no toolchain imports NIR's Threshold), a padded ``sumpool2d`` a Conv2d (their
+SumPool2d imports drop the padding), the readout's token mean a SumPool2d + Flatten + 1/N
+Affine (only snntorch imports AvgPool2d). Version 1 files (Threshold, padded SumPool2d,
+AvgPool2d) are refused with "re-export".
 """
 from __future__ import annotations
 
@@ -12,11 +18,13 @@ import json
 import math
 from typing import Any, Dict, Tuple
 
+import numpy as np
+
 from ..ir import IRError
 from ..serialize import _jsonable
 
 FORMAT = "spikeform-nir"
-VERSION = 1
+VERSION = 2   # 2: threshold as LIF, padded sum-pool as Conv2d, no AvgPool2d
 
 # graph metadata
 KEY_FORMAT = "spikeform.format"          # FORMAT: the dispatch key of read_nir_file
@@ -35,19 +43,23 @@ KEY_SHAPE = "spikeform.shape"
 KEY_PARAMS = "spikeform.params"          # the IR params it has (a conv without bias: ["weight"])
 KEY_ROLE = "spikeform.role"              # helper nodes: what part of an IR node they are
 KEY_PART_OF = "spikeform.part_of"
-KEY_SPIKE_IF = "spikeform.spike_if"      # LIF / Threshold: our firing rule, ">=" or ">"
+KEY_SPIKE_IF = "spikeform.spike_if"      # LIF: the rule on its stock v_threshold that gives
+                                         # our spikes (">": NIR's own, see float32_below)
 KEY_EXACT = "spikeform.stock_exact"      # how exactly the stock semantics match ours
 
-NORMALIZE_SUFFIX = ".normalize"          # input normalisation (depthwise 1x1 Conv2d)
-TOKEN_MEAN_SUFFIX = ".token_mean"        # token_time_mean: AvgPool2d over the token grid
+NORMALIZE_SUFFIX = ".normalize"          # input normalisation (diagonal 1x1 Conv2d)
+TOKEN_SUM_SUFFIX = ".token_sum"          # token_time_mean: SumPool2d over the token grid
+TOKEN_MEAN_SUFFIX = ".token_mean"        # token_time_mean: its diagonal 1/N Affine
 PORTABLE_OUTPUT_SUFFIX = ".output"       # fragment outputs: one per frontier node
 
 DT = 1.0
 CONVENTION = (
     "dt = 1 time step (forward Euler). LIF: v[t] = v[t-1] + (r * x[t] - v[t-1]) / tau "
-    "(decay 1 - 1/tau, input gain r/tau; v_leak = 0); spike when v > v_threshold (NIR's rule) "
-    "or v >= v_threshold where the node's spikeform.spike_if says '>=' (Spikformer's rule; "
-    "the two differ only when v equals the threshold exactly); then v = v_reset = 0. "
+    "(decay 1 - 1/tau, input gain r/tau; v_leak = 0); spike when v > v_threshold (NIR's rule; "
+    "a neuron of the paper's rule v >= V_th is written with v_threshold = the largest float32 "
+    "below V_th, the same spikes in float32 arithmetic, V_th itself in spikeform.attrs); "
+    "then v = v_reset = 0. "
+    "A LIF with tau = 1 and r = 1 is memoryless (v = x): an IR threshold. "
     "Several edges into one node are summed. Static (analog) inputs are the raw image in "
     "[0, 1] presented unchanged at every time step. The Output is a per-time-step value: "
     "the network's logits are its mean over all time steps (the prediction is the argmax).")
@@ -77,7 +89,26 @@ def stock_threshold(theta: float, integer_input: bool) -> Tuple[float, str]:
     """
     if integer_input and math.isfinite(theta):
         return float(math.ceil(theta)) - 0.5, "exact (integer-valued input)"
-    return float(theta), "up to ties (x == threshold fires here, not in NIR)"
+    return float32_below(theta), FLOAT32_EXACT
+
+
+#: how exact the stock threshold of a ``>=`` neuron on real-valued input is
+FLOAT32_EXACT = ("exact in float32 (v_threshold is the largest float32 below the model's "
+                 "threshold, so NIR's v > v_threshold is the model's v >= threshold for every "
+                 "float32 v; in float64 the rules differ only for v strictly between the two)")
+
+
+def float32_below(theta: float) -> float:
+    """The largest float32 strictly below ``theta``: for float32 ``v``, ``v > it`` is exactly
+    ``v >= theta``. The other toolchains compute in float32 (norse and snntorch cast the
+    file's arrays with ``.float()``), and trained, quantization-aware weights put membranes
+    exactly on a threshold often enough for ``>`` at the threshold itself to change spikes."""
+    if not math.isfinite(theta):
+        return float(theta)
+    below = np.float32(theta)
+    if float(below) >= theta:
+        below = np.nextafter(below, np.float32(-np.inf))
+    return float(below)
 
 
 def node_metadata(name: str, op: str, inputs, shape, attrs: Dict[str, Any],

@@ -1,21 +1,29 @@
 """Float IR (after ``float_passes``) -> a stock ``nir.NIRGraph`` in the spikeform dialect.
 
-Node by node (docs/nir.md has the table and the conventions):
+Every node is a stock NIR node that snntorch / norse / sinabs load (docs/nir.md has the table,
+the conventions and what each toolchain ran); the encodings were chosen so that the most
+toolchains can execute them:
 
 - ``input`` -> ``Input`` (C, H, W); an analog input with ``mean``/``std`` adds a diagonal 1x1
   ``Conv2d`` ``<input>.normalize`` (weight diag(1/std), bias -mean/std) that its readers read.
 - ``conv2d`` -> ``Conv2d``; ``affine`` -> ``Affine``.
 - ``lif`` -> ``LIF`` with dt = 1: tau and r as in the IR, v_leak = v_reset = 0, the firing rule
   (``spike_if``) in metadata.
-- ``sumpool2d`` -> ``SumPool2d``; ``threshold`` -> ``Threshold`` at ``ceil(t) - 0.5`` when its
-  input is a sum-pool of binary spikes (then NIR's strict ``>`` is our ``>=`` exactly).
+- ``threshold`` -> a memoryless ``LIF`` (tau = 1 step, r = 1: v = x each step, reset to 0) at
+  ``ceil(t) - 0.5`` when every input is integer-valued (then NIR's strict ``>`` is our ``>=``
+  exactly). No toolchain imports NIR's ``Threshold``; norse and snntorch import a LIF.
+- ``sumpool2d`` -> ``SumPool2d`` when unpadded; with padding a ``Conv2d`` of diagonal all-ones
+  kernels and zero bias (every toolchain's SumPool2d import drops the padding; a depthwise
+  ``groups = C`` conv is read wrongly by NIR 1.0.8's type check, norse and snntorch).
 - ``sum`` -> no node: each of its inputs gets an edge into each of its readers (NIR sums the
   edges into a node); the sum's name, order and shape travel in graph metadata.
 - ``spiking_attention`` -> a nested ``NIRGraph`` (one Input, one Output: stock readers load it
   but cannot execute it) tagged with the op, the q/k/v roles, ``num_heads`` and ``scale``.
-- ``token_time_mean`` -> ``AvgPool2d`` over the token grid (``<name>.token_mean``) + ``Flatten``;
-  the mean over time is stated in metadata (the head is linear, so averaging the per-step
-  outputs over time gives the same logits).
+- ``token_time_mean`` -> ``Flatten`` (dims counted from the end, so batched readers flatten
+  the right ones); over an (H, W) grid of more than one token, a ``SumPool2d``
+  ``<name>.token_sum`` before it and a diagonal 1/(H W) ``Affine`` ``<name>.token_mean`` after
+  it (no toolchain but snntorch imports ``AvgPool2d``). The mean over time is stated in
+  metadata (the head is linear: averaging the per-step outputs over time gives the logits).
 - ``output`` -> ``Output``.
 
 ``portable=True`` keeps only what stock consumers can execute: every node that is not
@@ -25,10 +33,10 @@ left-out node become the fragment's outputs.
 The handler table: ``_Exporter`` has one ``op_<name>`` handler per op of the float IR after the
 float passes (``compiler.ops.ops_at(FLOAT, after_passes=True)``;
 tests/test_compiler/nir/test_export.py asserts that none is missing). Each handler is marked with
-:func:`writes`: the NIR node type it writes under the IR node's name (None: no node, only
+:func:`writes`: the NIR node type(s) it may write under the IR node's name (None: no node, only
 edges) and whether stock NIR consumers execute what the op means. Those marks are the only
 description of the mapping: the portable cut (:func:`is_stock`) and the importer's type check
-(:func:`nir_type_of`, compiler/nir/spikeform_import.py) read them.
+(:func:`nir_types_of`, compiler/nir/spikeform_import.py) read them.
 """
 from __future__ import annotations
 
@@ -46,12 +54,14 @@ from ..ops import FLOAT, OPS, handled_ops
 from . import dialect as d
 
 
-def writes(nir_type: Optional[str], *, stock: bool = True) -> Callable:
+def writes(nir_type: Optional[str], *alternatives: str, stock: bool = True) -> Callable:
     """Mark an ``_Exporter.op_<name>`` handler: the NIR node type it writes under the IR
-    node's name (None: the op becomes edges only, like the residual ``sum``), and whether a
-    consumer of stock NIR semantics executes it (``stock=False``: left out by ``portable``)."""
+    node's name (None: the op becomes edges only, like the residual ``sum``), the other types
+    it writes for some nodes (``sumpool2d``: a Conv2d where padded), and whether a consumer
+    of stock NIR semantics executes it (``stock=False``: left out by ``portable``)."""
     def mark(fn: Callable) -> Callable:
         fn.nir_type = nir_type
+        fn.nir_types = (nir_type, *alternatives)
         fn.stock = stock
         return fn
     return mark
@@ -100,11 +110,34 @@ def _check_exportable(graph: Graph) -> None:
 
 
 def _is_integer_valued(graph: Graph, node: Node) -> bool:
-    """True when every value of ``node`` is an integer: a sum-pool of binary spikes."""
-    if node.op != "sumpool2d":
-        return False
-    srcs = [graph[i] for i in node.inputs]
-    return all(OPS[s.op].emits_spikes(s.attrs) for s in srcs)
+    """True when every value of ``node`` is an integer: spikes (by the registry), event
+    counts, or window sums and residual sums of those."""
+    if OPS[node.op].emits_spikes(node.attrs):
+        return True
+    if node.op == "input":
+        return node.attrs.get("encoding") == "counts"
+    return node.op in ("sumpool2d", "sum") and all(
+        _is_integer_valued(graph, graph[i]) for i in node.inputs)
+
+
+def _full(shape, value: float, dtype=np.float64) -> np.ndarray:
+    return np.full(tuple(shape), float(value), dtype=dtype)
+
+
+def _lif(shape, *, tau: float, r: float, v_threshold: float, metadata: dict):
+    """A stock NIR LIF with per-neuron arrays (NIR asserts one shape for all of them)."""
+    import nir
+    return nir.LIF(tau=_full(shape, tau), r=_full(shape, r), v_leak=_full(shape, 0.0),
+                   v_threshold=_full(shape, v_threshold), v_reset=_full(shape, 0.0),
+                   metadata=metadata)
+
+
+def diagonal_ones(channels: int, kernel: Tuple[int, int]) -> np.ndarray:
+    """(C, C, kh, kw) all-ones kernels on the channel diagonal: a per-channel window sum
+    written as a dense conv (groups = 1), the only grouping every NIR reader gets right."""
+    w = np.zeros((channels, channels, *kernel), dtype=np.float32)
+    w[np.arange(channels), np.arange(channels)] = 1.0
+    return w
 
 
 class _Exporter:
@@ -117,6 +150,8 @@ class _Exporter:
         self.kept: Set[str] = set(keep)
         self.nodes: Dict[str, object] = {}
         self.edges: List[Tuple[str, str]] = []
+        # IR node -> the NIR node holding its value, where that is a helper after it
+        self.value_of: Dict[str, str] = {}
 
     # -- names --------------------------------------------------------------------------------
     def add(self, name: str, nir_node) -> None:
@@ -130,9 +165,7 @@ class _Exporter:
         node = self.g[name]
         if nir_type_of(node.op) is None:   # edges only: the sources of its inputs
             return [s for i in node.inputs for s in self.sources(i)]
-        if node.op == "input" and self.normalized(node):
-            return [name + d.NORMALIZE_SUFFIX]
-        return [name]
+        return [self.value_of.get(name, name)]
 
     @staticmethod
     def normalized(node: Node) -> bool:
@@ -175,6 +208,7 @@ class _Exporter:
         if not np.all(std != 0):
             raise IRError(f"{where}: std must be non-zero")
         name = node.name + d.NORMALIZE_SUFFIX
+        self.value_of[node.name] = name
         # a diagonal 1x1 conv rather than a depthwise one: NIR 1.0.8's type check takes
         # weight.shape[1] as the input channels, ignoring groups
         self.add(name, nir.Conv2d(
@@ -217,40 +251,58 @@ class _Exporter:
 
     @writes("LIF")
     def op_lif(self, node: Node) -> None:
-        import nir
-        shape = tuple(node.shape)
-
-        def full(value) -> np.ndarray:
-            return np.full(shape, float(value), dtype=np.float64)
-
-        rule = node.attrs.get("spike_if", ">=")
-        exact = "exact" if rule == ">" else "up to ties (v == v_threshold fires here, not in NIR)"
-        self.add(node.name, nir.LIF(
-            tau=full(node.attrs["tau"]), r=full(node.attrs.get("r", 1.0)), v_leak=full(0.0),
-            v_threshold=full(node.attrs["v_threshold"]), v_reset=full(0.0),
-            metadata=self.meta(node, **{d.KEY_SPIKE_IF: rule, d.KEY_EXACT: exact,
+        """NIR's LIF fires on ``v > v_threshold``: a ``>=`` neuron is written with the largest
+        float32 below its threshold (dialect.float32_below), the same spikes for the float32
+        arithmetic of the other toolchains; its own threshold travels in the attrs."""
+        theta = float(node.attrs["v_threshold"])
+        if node.attrs.get("spike_if", ">=") == ">":
+            stock, exact = theta, "exact"
+        else:
+            stock, exact = d.stock_threshold(theta, integer_input=False)
+        self.add(node.name, _lif(
+            node.shape, tau=node.attrs["tau"], r=node.attrs.get("r", 1.0), v_threshold=stock,
+            metadata=self.meta(node, **{d.KEY_SPIKE_IF: ">", d.KEY_EXACT: exact,
                                         "spikeform.dt": d.DT})))
         self.connect_inputs(node, node.name)
 
-    @writes("SumPool2d")
+    @writes("SumPool2d", "Conv2d")
     def op_sumpool2d(self, node: Node) -> None:
+        """Unpadded: a SumPool2d. Padded (the max-pool rewrite, the spike-driven attention's
+        broadcast of a (D, 1, 1) map over the token grid): a Conv2d of diagonal all-ones
+        kernels, because norse, snntorch (nirtorch) and sinabs import SumPool2d without its
+        padding, which changes the output shape."""
         import nir
         where = _where(node)
-        self.add(node.name, nir.SumPool2d(
-            kernel_size=np.array(pair(node.attrs["kernel"], where, "kernel")),
-            stride=np.array(pair(node.attrs["stride"], where, "stride")),
-            padding=np.array(pair(node.attrs["padding"], where, "padding")),
-            metadata=self.meta(node)))
+        kernel = pair(node.attrs["kernel"], where, "kernel")
+        stride = np.array(pair(node.attrs["stride"], where, "stride"))
+        padding = pair(node.attrs["padding"], where, "padding")
+        if padding == (0, 0):
+            self.add(node.name, nir.SumPool2d(kernel_size=np.array(kernel), stride=stride,
+                                              padding=np.array(padding),
+                                              metadata=self.meta(node)))
+        else:
+            c = node.shape[0]
+            self.add(node.name, nir.Conv2d(
+                input_shape=self.input_shape(node)[1:], weight=diagonal_ones(c, kernel),
+                stride=stride, padding=np.array(padding), dilation=np.array([1, 1]), groups=1,
+                bias=np.zeros(c, dtype=np.float32),
+                metadata=self.meta(node, **{d.KEY_EXACT: "exact: a window sum with zero "
+                                            "padding, written as diagonal all-ones kernels"})))
         self.connect_inputs(node, node.name)
 
-    @writes("Threshold")
+    @writes("LIF")
     def op_threshold(self, node: Node) -> None:
-        import nir
-        integer = len(node.inputs) == 1 and _is_integer_valued(self.g, self.g[node.inputs[0]])
+        """A memoryless LIF: tau = 1 step and r = 1 make dt = 1 forward Euler ``v = x``, so it
+        spikes where the summed input passes the threshold and keeps nothing (the reset to 0
+        is harmless). On integer inputs the stock rule ``v > ceil(t) - 0.5`` is our
+        ``x >= t`` exactly, and memoryless in float arithmetic too (``v + (x - v) == x``)."""
+        integer = all(_is_integer_valued(self.g, self.g[i]) for i in node.inputs)
         stock, exact = d.stock_threshold(float(node.attrs["threshold"]), integer)
-        self.add(node.name, nir.Threshold(
-            threshold=np.full(tuple(node.shape), stock, dtype=np.float64),
-            metadata=self.meta(node, **{d.KEY_SPIKE_IF: ">=", d.KEY_EXACT: exact})))
+        rule = ">"   # NIR's own rule on the stock field gives our spikes (stock_threshold)
+        self.add(node.name, _lif(
+            node.shape, tau=1.0, r=1.0, v_threshold=stock,
+            metadata=self.meta(node, **{d.KEY_SPIKE_IF: rule, d.KEY_EXACT: exact,
+                                        "spikeform.dt": d.DT})))
         self.connect_inputs(node, node.name)
 
     @writes(None)
@@ -279,21 +331,40 @@ class _Exporter:
 
     @writes("Flatten")
     def op_token_time_mean(self, node: Node) -> None:
+        """Flatten, with the token mean around it where there is more than one token: a
+        SumPool2d over the grid before it (imported by every toolchain, unlike AvgPool2d),
+        a diagonal 1/N Affine after it (the 1/N in a D x D matrix, not a D x D x H x W conv).
+        Its dims count from the end (-3..-1): NIR's dims exclude the batch, and norse and
+        snntorch pass them to torch unshifted, which would flatten the batch too."""
         import nir
+        where = _where(node)
         src = self.input_shape(node)
         if len(src) != 3:
-            raise IRError(f"{_where(node)}: needs a [D, H, W] token grid, got {list(src)}")
-        pool = node.name + d.TOKEN_MEAN_SUFFIX
-        hw = np.array(src[1:], dtype=np.int64)
-        self.add(pool, nir.AvgPool2d(kernel_size=hw, stride=hw, padding=np.array([0, 0]),
-                                     metadata={d.KEY_ROLE: "token_mean", d.KEY_PART_OF: node.name}))
-        self.connect_inputs(node, pool)
+            raise IRError(f"{where}: needs a [D, H, W] token grid, got {list(src)}")
+        dim, tokens = src[0], src[1] * src[2]
+        if tokens > 1:
+            pool = node.name + d.TOKEN_SUM_SUFFIX
+            hw = np.array(src[1:], dtype=np.int64)
+            self.add(pool, nir.SumPool2d(kernel_size=hw, stride=hw, padding=np.array([0, 0]),
+                                         metadata={d.KEY_ROLE: "token_sum",
+                                                   d.KEY_PART_OF: node.name}))
+            self.connect_inputs(node, pool)
+            self.connect([pool], node.name, where)
+        else:
+            self.connect_inputs(node, node.name)
         self.add(node.name, nir.Flatten(
-            input_type={"input": np.array([src[0], 1, 1])}, start_dim=0, end_dim=-1,
+            input_type={"input": np.array([dim, 1, 1])}, start_dim=-3, end_dim=-1,
             metadata=self.meta(node, **{"spikeform.time_reduction":
                                         "mean over all time steps of this node's output (the "
                                         "head after it is linear: average the Output instead)"})))
-        self.connect([pool], node.name, _where(node))
+        if tokens > 1:
+            mean = node.name + d.TOKEN_MEAN_SUFFIX
+            self.add(mean, nir.Affine(
+                weight=np.diag(np.full(dim, 1.0 / tokens, dtype=np.float32)),
+                bias=np.zeros(dim, dtype=np.float32),
+                metadata={d.KEY_ROLE: "token_mean", d.KEY_PART_OF: node.name}))
+            self.connect([node.name], mean, where)
+            self.value_of[node.name] = mean
 
     @writes("Output")
     def op_output(self, node: Node, name: Optional[str] = None) -> None:
@@ -321,11 +392,21 @@ def _handler(op: str) -> Optional[Callable]:
 
 def nir_type_of(op: str) -> Optional[str]:
     """The NIR node type the export writes for an IR ``op`` under the IR node's name (None:
-    no node, only edges). KeyError for an op the export does not handle."""
+    no node, only edges; the first of :func:`nir_types_of`). KeyError for an op the export
+    does not handle."""
     fn = _handler(op)
     if fn is None:
         raise KeyError(op)
     return fn.nir_type
+
+
+def nir_types_of(op: str) -> Tuple[Optional[str], ...]:
+    """Every NIR node type the export may write for an IR ``op`` under the IR node's name
+    (``sumpool2d``: SumPool2d, or Conv2d where padded). KeyError for an unhandled op."""
+    fn = _handler(op)
+    if fn is None:
+        raise KeyError(op)
+    return fn.nir_types
 
 
 def is_stock(op: str) -> bool:

@@ -6,7 +6,9 @@ The stock fields carry the numbers (weights, biases); the ``spikeform.*`` metada
 what NIR cannot say (attr types, input order, attention roles, residual sums, the meta). The
 two must agree: the importer re-derives every stock field and every edge from the restored
 IR node and refuses a file where they differ (e.g. a LIF whose tau was edited by another
-tool), naming the file and node.
+tool), naming the file and node. The stock encodings the export chose (a threshold's
+memoryless LIF, a padded sum-pool's diagonal Conv2d, the helper nodes ``.normalize``,
+``.token_sum``, ``.token_mean``) carry no IR numbers: they are re-derived, never read.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 from ..ir import Graph, IRError, Node
 from ..ops import OPS
 from . import dialect as d
-from .export import graph_to_nir, nir_type_of
+from .export import graph_to_nir, nir_types_of
 
 
 def _md(node, key: str, where: str) -> Any:
@@ -53,14 +55,14 @@ def _restore_node(name: str, nir_node, sums: Dict[str, dict], where_file: str) -
         raise IRError(f"{where} is listed in the graph's node order but missing from the file")
     op = _md(nir_node, d.KEY_OP, where)
     try:
-        want = nir_type_of(op)
+        want = nir_types_of(op)
     except KeyError:
-        want = None
-    if want is None:   # not an op at all, or one the export writes no NIR node for
+        want = (None,)
+    if want == (None,):   # not an op at all, or one the export writes no NIR node for
         what = "not written as a NIR node by the export" if op in OPS else "unknown"
         raise IRError(f"{where}: IR op {op!r} in its metadata is {what}")
-    if type(nir_node).__name__ != want:
-        raise IRError(f"{where}: an IR {op} must be a NIR {want}, found "
+    if type(nir_node).__name__ not in want:
+        raise IRError(f"{where}: an IR {op} must be a NIR {' or '.join(want)}, found "
                       f"{type(nir_node).__name__}")
     attrs = d.loads(_md(nir_node, d.KEY_ATTRS, where), f"{where} attrs")
     inputs = d.loads(_md(nir_node, d.KEY_INPUTS, where), f"{where} inputs")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -406,35 +406,72 @@ class Quantizer:
         self.emit(Node(node.name, "input", [], node.shape, {}, attrs))
 
     def op_conv2d(self, node: Node) -> None:
+        """Checked here, emitted by the LIF it feeds (:meth:`op_lif`): the LIF's grid may
+        depend on every conv feeding it."""
         consumers = self.graph.consumers(node.name)
         if len(consumers) != 1 or consumers[0].op != "lif":
             raise _fail(node, "every conv2d must feed exactly one LIF (its membrane); "
                               f"found consumers {[c.name for c in consumers]}")
-        lif = consumers[0]
-        x_max = self.ranges.fan_in(node, [self.bounds[i] for i in node.inputs])
-        src = self.out[node.inputs[0]]
+
+    def _conv_grid(self, conv: Node, lif: Node) -> None:
+        """A LIF fed by one conv: the conv's integer weights on the LIF's grid."""
+        x_max = self.ranges.fan_in(conv, [self.bounds[i] for i in conv.inputs])
+        src = self.out[conv.inputs[0]]
         scale = attr(src, "input_scale") if src.op == "input" else None
         levels = 1.0 if scale is None else float(scale)
-        if levels != 1.0 and len(node.inputs) != 1:
-            raise _fail(node, "a graded image input must be the conv's only input")
-        observed = None if self.calibration is None else self.calibration.get(node.name)
+        if levels != 1.0 and len(conv.inputs) != 1:
+            raise _fail(conv, "a graded image input must be the conv's only input")
+        observed = None if self.calibration is None else self.calibration.get(conv.name)
         w_int, lif_params, info = _quantize_lif_layer(
-            node, lif, x_max, levels, observed, self.options, self.hints.get(lif.name))
-        self.emit(Node(node.name, "conv2d", node.inputs, node.shape,
-                       {"weight": w_int.astype(np.int8)},
-                       {**node.attrs, "weight_exp": 0,
-                        "graded_input": _is_graded(self.out, node.inputs)}))
-        self.layers[lif.name] = {"input": node.name, **info}
+            conv, lif, x_max, levels, observed, self.options, self.hints.get(lif.name))
+        self._emit_conv(conv, w_int)
+        self.layers[lif.name] = {"input": conv.name, **info}
         self.pending_lif[lif.name] = lif_params
 
+    def _joint_grid(self, convs: List[Node], lif: Node) -> None:
+        """A LIF fed by several convs (the membrane shortcut: the IR sums a node's inputs):
+        one grid for their concatenated weights and summed biases, as if one conv read all
+        their (binary) inputs; worst-case bound (no calibration of the sum)."""
+        for conv in convs:
+            for i in conv.inputs:
+                if not OPS[self.out[i].op].emits_spikes(self.out[i].attrs):
+                    raise _fail(conv, f"input '{i}' is not binary spikes; a LIF fed by several "
+                                      f"convs ('{lif.name}') needs spikes into every one")
+        rows = [c.params["weight"].reshape(c.params["weight"].shape[0], -1) for c in convs]
+        bias = sum(c.params.get("bias", np.zeros(rows[0].shape[0])).astype(np.float64)
+                   for c in convs)
+        joint = Node(f"{lif.name}.inputs", "conv2d", [], lif.shape,
+                     {"weight": np.concatenate(rows, axis=1)[:, :, None, None], "bias": bias},
+                     {"stride": [1, 1], "padding": [0, 0], "groups": 1})
+        w_int, lif_params, info = _quantize_lif_layer(
+            joint, lif, 1.0, 1.0, None, self.options, self.hints.get(lif.name))
+        w_int = w_int.reshape(w_int.shape[0], -1)
+        start = 0
+        for conv, r in zip(convs, rows):
+            part = w_int[:, start:start + r.shape[1]]
+            start += r.shape[1]
+            self._emit_conv(conv, part.reshape(conv.params["weight"].shape))
+        self.layers[lif.name] = {"input": convs[0].name, "inputs": [c.name for c in convs],
+                                 **info}
+        self.pending_lif[lif.name] = lif_params
+
+    def _emit_conv(self, conv: Node, w_int: np.ndarray) -> None:
+        self.emit(Node(conv.name, "conv2d", conv.inputs, conv.shape,
+                       {"weight": w_int.astype(np.int8)},
+                       {**conv.attrs, "weight_exp": 0,
+                        "graded_input": _is_graded(self.out, conv.inputs)}))
+
     def op_lif(self, node: Node) -> None:
-        src = self.graph[node.inputs[0]]
-        if node.name in self.pending_lif:
-            params = self.pending_lif.pop(node.name)
-        elif src.op == "spiking_attention" and len(node.inputs) == 1:
+        srcs = [self.graph[i] for i in node.inputs]
+        if len(srcs) == 1 and srcs[0].op == "spiking_attention":
             return  # emitted together with the attention node
+        if not srcs or any(s.op != "conv2d" for s in srcs):
+            raise _fail(node, "a LIF must be fed by conv2d nodes or one spiking_attention")
+        if len(srcs) == 1:
+            self._conv_grid(srcs[0], node)
         else:
-            raise _fail(node, "a LIF must be fed by one conv2d or one spiking_attention")
+            self._joint_grid(srcs, node)
+        params = self.pending_lif.pop(node.name)
         self.emit(Node(node.name, "loihi_lif", node.inputs, node.shape, params,
                        {"tau": attr(node, "tau"), "v_threshold": attr(node, "v_threshold"),
                         "scale": self.layers[node.name]["scale"],
@@ -464,8 +501,14 @@ class Quantizer:
         self.emit(node.copy())
 
     def op_threshold(self, node: Node) -> None:
-        if self.out[node.inputs[0]].op != "sumpool2d":
-            raise _fail(node, "only the max-pool rewrite's threshold is supported")
+        """Integer counts (sum pools of binary spikes: the max-pool rewrite, the spike-driven
+        attention's ANDs and ORs) compared with the threshold: exact as it is."""
+        for i in node.inputs:
+            src = self.out[i]
+            if src.op != "sumpool2d" or not all(
+                    OPS[self.out[j].op].emits_spikes(self.out[j].attrs) for j in src.inputs):
+                raise _fail(node, f"input '{i}' must be a sumpool2d of binary spikes (integer "
+                                  "counts); no other threshold input is supported")
         self.emit(node.copy())
 
     def op_sum(self, node: Node) -> None:

@@ -12,7 +12,9 @@ Keys (README, "Report keys"): ``target``, ``source``, ``checkpoint``, ``model``,
 ``mismatches.{spikes,predictions,logits}`` (Lava vs its ground truth), ``lava``,
 ``float_vs_reference``, ``timing_s``, ``quantization``, ``input_encoding``, ``network``,
 ``energy`` (per inference, the paper's method, reference spikes), ``layers`` (per LIF layer:
-the quantizer's record plus agreement and rates, float vs reference) and ``nir_assumption``.
+the quantizer's record plus agreement and rates, float vs reference), ``nir_assumption`` and
+``loihi`` (the Lava processes by where they would run on Loihi 2: ``host_processes`` have only
+Python models, so the host CPU runs them under lava-loihi).
 """
 from __future__ import annotations
 
@@ -84,9 +86,11 @@ def layer_report(compiled: "Compiled", m: Optional[Measurement]) -> Dict[str, di
 
 def compile_report(compiled: "Compiled", source: "Source", m: Optional[Measurement],
                    lava: Optional[LavaVerification], *, target: str, artifact: str,
-                   run_seconds: float) -> dict:
+                   run_seconds: float, loihi: Optional[dict] = None) -> dict:
     """The report of a compilation to ``target`` (written to ``artifact``); ``m`` is None
-    when nothing was verified, ``lava`` None when Lava did not run."""
+    when nothing was verified, ``lava`` None when Lava did not run; ``loihi`` is where the
+    lowered network's processes would run on Loihi 2 (plain data from the command line:
+    ``host_processes``, ``edges``, ``inside_network``, ``neuro_core_processes``)."""
     q = compiled.quantized
     measured = m is not None and m.samples > 0
     return {
@@ -114,6 +118,7 @@ def compile_report(compiled: "Compiled", source: "Source", m: Optional[Measureme
                    if measured else None),
         "layers": layer_report(compiled, m),
         "nir_assumption": source.graph.meta.get("nir_assumption"),
+        "loihi": loihi,
     }
 
 

@@ -17,6 +17,10 @@ is the rate that turns MACs into synaptic operations. Pooling has no weights and
 synaptic layer in the paper's count (on Loihi the sum pool is a Conv; compiler/resources.py
 counts its synapses).
 
+A spike-driven network's membrane terms are copied for every neuron that reads them
+(``compiler.passes.distribute_membrane``): the conv is counted once, as the paper counts it,
+by its first copy (the copies exist on Loihi: ``compiler.resources`` counts their synapses).
+
 Levels: every op of float graphs (before and after the float passes: the paper tables count
 the frontend's graph) and of quantized graphs (same node names). :class:`SynapticCounter` has
 one ``op_<name>`` handler per op of both levels (tests/test_compiler/test_resources.py asserts that none is
@@ -32,6 +36,7 @@ import numpy as np
 from ..encoding import SEQUENCE_ENCODINGS
 from ..ir import Graph, IRError, Node
 from ..ops import OPS
+from ..passes.distribute_membrane import term_origin
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class SynapticCounter:
 
     def __init__(self, graph: Graph):
         self.graph = graph
+        self.counted: set = set()     # convs counted (a membrane term's copies count once)
 
     def layers(self) -> List[SynapticLayer]:
         out: List[SynapticLayer] = []
@@ -69,6 +75,12 @@ class SynapticCounter:
 
     # -- synaptic layers ---------------------------------------------------------------------
     def op_conv2d(self, node: Node) -> List[SynapticLayer]:
+        # distribute_membrane copies a membrane term's conv for every neuron that reads it;
+        # the paper counts the conv once: the first copy (or the original) stands for it
+        origin = term_origin(node.name) or node.name
+        if origin in self.counted:
+            return []
+        self.counted.add(origin)
         w = node.params["weight"]
         if w.ndim != 4:
             raise IRError(f"node '{node.name}' (conv2d): weight must be 4-D [out, in/groups, kh, "
@@ -102,7 +114,7 @@ class SynapticCounter:
 
     op_input = op_batchnorm = op_lif = op_loihi_lif = no_synapses
     op_maxpool2d = op_sumpool2d = op_threshold = op_sum = no_synapses
-    op_token_time_mean = op_token_time_sum = op_output = no_synapses
+    op_token_mean = op_token_time_mean = op_token_time_sum = op_output = no_synapses
 
 
 def synaptic_layers(graph: Graph) -> List[SynapticLayer]:

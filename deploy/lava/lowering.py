@@ -23,17 +23,29 @@ Process mapping (one Lava process per stage, :class:`~deploy.lava.stages.StageKi
     sumpool2d          CONV       conv.Conv, depthwise all-ones kernel                lag +1
                                   (block-diagonal groups=1 kernel above 127 channels)
     loihi_lif / lif    LIF_RESET  lif.LIFReset (interval T, offset = lag + 1)         lag +0
-    threshold          LIF        memoryless lif.LIF                                  lag +0
+    threshold          LIF        memoryless lif.LIF (count = sum of its sum pools)   lag +0
     spiking_attention  ATTENTION  attention.SpikingAttention (custom)                 lag +0
     sum                DELAYED_SUM graded.DelayedSum (early inputs on the delay port) lag +0
     token_time_sum /   READOUT    io.Readout (custom, + the affine head; the mean     lag +0
     token_time_mean               divides by T*H*W)
     affine, output     (folded into the Readout)
+    (delay relay)      CONV + LIF identity conv.Conv + memoryless lif.LIF, per step    lag +1
+                                  of delay of a spike map (below)
 
-Any other input whose lag is short of its consumer's goes through a ``DELAYED_SUM`` delay
-line (one per (source, delay), shared by consumers). Ops the float passes remove
-(``batchnorm``, ``maxpool2d``) and ops of the other level are refused with a
-:class:`LoweringError` naming the node.
+Joins are aligned in two ways (:mod:`deploy.lava.timing`):
+
+* **stock relays** -- a neuron's early synaptic input (a conv2d / sumpool2d reading a
+  spike map, read by that neuron only: ``timing.spike_relays``) is built from its input
+  spikes delayed by a chain of relays, each an identity ``Conv`` (1x1 all-ones
+  depthwise, like a 1x1 sum pool) + a memoryless ``LIF`` that fires on any input; one
+  chain per source, shared by every (source, delay) (the chain to d extends the one to
+  d - 1). Stock processes only: what the spike-driven family needs;
+* **``DELAYED_SUM`` delay lines** -- any other input whose lag is short of its consumer's
+  (Spikformer's residual skips, a graded conv), one per (source, delay), shared by
+  consumers (a Python process: on the host under lava-loihi).
+
+Ops the float passes remove (``batchnorm``, ``maxpool2d``) and ops of the other level are
+refused with a :class:`LoweringError` naming the node.
 """
 from __future__ import annotations
 
@@ -70,7 +82,9 @@ class Lowering:
         self.stages: Dict[str, Stage] = {}
         self.providers: Dict[str, str] = {}          # node -> stage carrying its output
         self.readout: Optional[str] = None
+        self.relays: Dict[str, int] = {}             # synaptic node -> relays before it
         self._delay_lines: Dict[Tuple[str, int], str] = {}
+        self._relay_chains: Dict[Tuple[str, int], str] = {}
 
     # -- the driver ---------------------------------------------------------------------------
     def run(self) -> LavaNetwork:
@@ -83,6 +97,7 @@ class Lowering:
         self.time_steps = graph.time_steps
         self.params.prepare(graph)
         self.lags = timing.node_lags(graph)
+        self.relays = timing.spike_relays(graph)
         for node in graph:
             stage = getattr(self, f"op_{node.op}")(node)
             if stage is not None:
@@ -126,9 +141,40 @@ class Lowering:
             self._delay_lines[key] = st.name
         return self._delay_lines[key]
 
+    def relayed(self, src: str, d: int) -> str:
+        """Stage carrying node ``src``'s spikes ``d`` steps late through stock relays:
+        relay k is an identity Conv (one step) reading relay k - 1 (k = 1: ``src``) and a
+        memoryless LIF that fires on any input. Shared per (source, delay)."""
+        if d == 0:
+            return self.providers[src]
+        key = (src, d)
+        if key not in self._relay_chains:
+            prev = self.relayed(src, d - 1)
+            self._relay_chains[key] = self._relay(self.graph[src], d, prev).name
+        return self._relay_chains[key]
+
+    def _relay(self, src: Node, d: int, prev: str) -> Stage:
+        """Relay ``d`` of ``src``'s chain (reading stage ``prev``): its Conv, then its LIF."""
+        p, lag = self.params, self.lags[src.name] + d
+        pool = Node(f"{src.name}.relay{d}.conv", "sumpool2d", [src.name], tuple(src.shape),
+                    attrs=dict(kernel=1, stride=1, padding=0))
+        conv = self.add(Stage(pool.name, StageKind.CONV, src.name, lag,
+                              sumpool_params(pool, src, p.pool_message_bits, p.weight_dtype),
+                              [(prev, "s_in")]))
+        return self.add(Stage(f"{src.name}.relay{d}", StageKind.LIF, src.name, lag,
+                              p.relay(src), [(conv.name, "a_in")]))
+
     def aligned_inputs(self, node: Node, port: str) -> List[Tuple[str, str]]:
         """``node``'s inputs, each delayed to the latest one, all into ``port``."""
         return [(self.delayed(i, d), port) for i, d in timing.deficits(node, self.lags).items()]
+
+    def synapse_inputs(self, node: Node) -> List[Tuple[str, str]]:
+        """A Conv stage's input: its source's relayed spikes when the node is retimed
+        (``timing.spike_relays``), else its inputs aligned as usual."""
+        d = self.relays.get(node.name, 0)
+        if d:
+            return [(self.relayed(node.inputs[0], d), "s_in")]
+        return self.aligned_inputs(node, "s_in")
 
     def first_input(self, node: Node) -> Node:
         return self.graph[node.inputs[0]]
@@ -143,13 +189,13 @@ class Lowering:
         weight, bits = self.params.conv(node, src)
         return self.stage(node, StageKind.CONV, conv_params(
             node, src.shape, weight, a["stride"], a["padding"], int(a["groups"]), bits,
-            weight_dtype=self.params.weight_dtype), self.aligned_inputs(node, "s_in"))
+            weight_dtype=self.params.weight_dtype), self.synapse_inputs(node))
 
     def op_sumpool2d(self, node: Node) -> Stage:
         p = self.params
         return self.stage(node, StageKind.CONV, sumpool_params(
             node, self.first_input(node), p.pool_message_bits, p.weight_dtype),
-            self.aligned_inputs(node, "s_in"))
+            self.synapse_inputs(node))
 
     def op_loihi_lif(self, node: Node) -> Stage:
         """Loihi's CUBA LIF (quantized graphs)."""
@@ -165,7 +211,9 @@ class Lowering:
                           self.aligned_inputs(node, "a_in"))
 
     def op_threshold(self, node: Node) -> Stage:
-        return self.stage(node, StageKind.LIF, self.params.threshold(node, self.first_input(node)),
+        """Spike where the count of its sum pools (summed on the LIF's a_in) >= threshold."""
+        inputs = [self.graph[i] for i in node.inputs]
+        return self.stage(node, StageKind.LIF, self.params.threshold(node, inputs),
                           self.aligned_inputs(node, "a_in"))
 
     def op_spiking_attention(self, node: Node) -> Stage:

@@ -12,6 +12,10 @@ for both numeric kinds and asks a strategy for every number:
   Lava's float LIF with its input gain ``r / tau`` folded into the convs (or the attention
   gain) that feed it and the conv biases moved into the LIF, a float64 head.
 
+Both also give the memoryless ``LIF`` of a ``threshold`` (over the sum of one or several sum
+pools) and of a stock delay relay (``relay``: fires wherever its identity Conv delivers a
+spike; see :mod:`deploy.lava.timing`).
+
 The float LIF mapping. Lava's float LIF (``PyLifModelFloat`` / ``PyLifResetModelFloat``)
 computes per step
 
@@ -36,7 +40,7 @@ An snntorch ``Leaky(beta)`` imported as ``tau = 1 / (1 - beta)``, ``r = tau`` ha
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -51,6 +55,8 @@ from deploy.lava.stages import SourceEncoding, fail
 
 GRADED_MESSAGE_BITS = 24     # residual stream / graded spikes
 DECAY_NONE = 4095            # du/dv = 4095: u has no memory, v keeps 1/4096
+MAX_THRESHOLD_VTH = 63       # memoryless LIF: a non-spiking v = 64 * count < 4096 decays to 0
+MAX_THRESHOLD_COUNT = (2 ** 23 - 1) // 64   # u = count << 6 must fit the 24-bit state
 MAX_CONV_GROUPS = 127        # Lava's Conv keeps kernel/stride/padding/dilation/groups in int8
 
 
@@ -151,8 +157,14 @@ class ParameterStrategy:
         """``LIFReset`` arguments of a neuron layer (``loihi_lif`` / ``lif``) with this lag."""
         raise NotImplementedError
 
-    def threshold(self, node: Node, src: Node) -> Dict[str, Any]:
-        """``LIF`` arguments of a memoryless ``threshold`` fed by ``src``."""
+    def threshold(self, node: Node, inputs: Sequence[Node]) -> Dict[str, Any]:
+        """``LIF`` arguments of a memoryless ``threshold`` fed by ``inputs`` (their outputs
+        are summed on the LIF's ``a_in``)."""
+        raise NotImplementedError
+
+    def relay(self, src: Node) -> Dict[str, Any]:
+        """``LIF`` arguments of a stock delay relay's neuron for ``src``'s spike map: a
+        memoryless LIF that fires where its identity Conv delivers a spike."""
         raise NotImplementedError
 
     def attention_gain(self, node: Node):
@@ -197,27 +209,50 @@ class FixedPointParams(ParameterStrategy):
                     bias_exp=_per_neuron(node, "bias_exp"), reset_interval=int(time_steps),
                     reset_offset=timing.reset_offset(lag, time_steps))
 
-    def threshold(self, node: Node, src: Node) -> Dict[str, Any]:
-        """``1 where count >= thr`` as a memoryless LIF.
+    def threshold(self, node: Node, inputs: Sequence[Node]) -> Dict[str, Any]:
+        """``1 where count >= thr`` as a memoryless LIF; ``count`` is the sum of the
+        sum pools' window counts (one pool: the max-pool rewrite; two 1x1 pools and
+        threshold 2: the AND of two spike maps; whole-map pools: token counts up to H*W).
 
-        du = 4095: u = count << 6 each step. dv = 4095: v keeps |v| >> 12 of its
-        previous value, which is 0 because a non-spiking v = 64 * count <= 64 * vth
-        < 4096 (vth <= 63) and a spiking one was reset to 0. So v = 64 * count and
-        the LIF spikes iff 64 * count > 64 * vth, i.e. count >= vth + 1 = ceil(thr)
-        for the integer counts of a sum pool.
+        du = 4095: u = count << 6 each step, exact while 64 * count < 2**23 (the
+        24-bit state: counts up to 131071; the pools' kernel areas bound the count).
+        dv = 4095: v keeps |v| >> 12 of its previous value, which is 0 because a
+        non-spiking v = 64 * count <= 64 * vth < 4096 (vth <= 63) and a spiking one was
+        reset to 0 -- however large the counts that fire. So v = 64 * count and the LIF
+        spikes iff 64 * count > 64 * vth, i.e. count >= vth + 1 = ceil(thr) for integer
+        counts.
         """
-        if src.op != "sumpool2d" or len(node.inputs) != 1:
-            raise fail(node, "only a threshold after one sumpool2d (the max-pool rewrite) "
-                             "is supported")
+        if not inputs or any(src.op != "sumpool2d" for src in inputs):
+            raise fail(node, "only a threshold over sumpool2d inputs (max-pool rewrite, "
+                             "spike counts) is supported")
         thr = float(node.attrs["threshold"])
         vth = math.ceil(thr) - 1
-        if not 0 <= vth <= 63:
-            raise fail(node, f"threshold {thr} needs vth {vth}; a memoryless LIF needs 0..63")
-        return dict(shape=fx.lava_shape(node.shape), du=DECAY_NONE, dv=DECAY_NONE, vth=vth,
-                    bias_mant=0, bias_exp=0)
+        if not 0 <= vth <= MAX_THRESHOLD_VTH:
+            raise fail(node, f"threshold {thr} needs vth {vth}; a memoryless LIF needs "
+                             f"0..{MAX_THRESHOLD_VTH}")
+        most = sum(_kernel_area(src) for src in inputs)   # binary inputs: <= 1 per tap
+        if most > MAX_THRESHOLD_COUNT:
+            raise fail(node, f"counts up to {most} exceed the memoryless LIF's 24-bit "
+                             f"current (<= {MAX_THRESHOLD_COUNT})")
+        return _memoryless_lif(node.shape, vth)
+
+    def relay(self, src: Node) -> Dict[str, Any]:
+        # count 0 or 1 from the identity Conv: vth 0 fires iff count >= 1 (threshold above)
+        return _memoryless_lif(src.shape, 0)
 
     def attention_gain(self, node: Node) -> int:
         return int(ops.attr(node, "gain"))
+
+
+def _memoryless_lif(shape, vth: int) -> Dict[str, Any]:
+    """Fixed-point ``LIF`` arguments: spike iff this step's input count > ``vth``."""
+    return dict(shape=fx.lava_shape(shape), du=DECAY_NONE, dv=DECAY_NONE, vth=int(vth),
+                bias_mant=0, bias_exp=0)
+
+
+def _kernel_area(pool: Node) -> int:
+    kh, kw = pair(pool.attrs["kernel"], f"node '{pool.name}' ({pool.op})", "kernel")
+    return kh * kw
 
 
 def _scalar(node: Node, key: str) -> int:
@@ -238,6 +273,12 @@ def lif_lava_params(node: Node) -> Tuple[float, float, float]:
     tau, theta, r, rule = lif_attrs(node, lambda msg: fail(node, msg))
     vth = theta if rule == ">" else float(np.nextafter(theta, -np.inf))
     return 1.0 / tau, r / tau, vth
+
+
+def _float_memoryless_lif(shape, thr: float) -> Dict[str, Any]:
+    """Floating-point ``LIF`` arguments: spike iff this step's input >= ``thr``."""
+    return dict(shape=fx.lava_shape(shape), du=1.0, dv=1.0,
+                vth=float(np.nextafter(thr, -np.inf)), bias_mant=0.0, bias_exp=0.0)
 
 
 #: why a float op that the float passes rewrite away cannot be lowered
@@ -329,14 +370,17 @@ class FloatParams(ParameterStrategy):
                     reset_interval=int(time_steps),
                     reset_offset=timing.reset_offset(lag, time_steps))
 
-    def threshold(self, node: Node, src: Node) -> Dict[str, Any]:
+    def threshold(self, node: Node, inputs: Sequence[Node]) -> Dict[str, Any]:
         """``1 where x >= thr`` as a memoryless float LIF: ``du = dv = 1`` make
-        ``v = 0 * v + a_in``, and ``v > nextafter(thr, -inf)`` is ``v >= thr``."""
+        ``v = 0 * v + a_in`` (``a_in``: the sum of the inputs, graded ports add), and
+        ``v > nextafter(thr, -inf)`` is ``v >= thr``."""
         thr = float(node.attrs["threshold"])
         if not np.isfinite(thr):
             raise fail(node, f"threshold {thr} must be finite")
-        return dict(shape=fx.lava_shape(node.shape), du=1.0, dv=1.0,
-                    vth=float(np.nextafter(thr, -np.inf)), bias_mant=0.0, bias_exp=0.0)
+        return _float_memoryless_lif(node.shape, thr)
+
+    def relay(self, src: Node) -> Dict[str, Any]:
+        return _float_memoryless_lif(src.shape, 1.0)     # spikes are exactly 0.0 / 1.0
 
     def attention_gain(self, node: Node) -> float:
         # binary q, k, v: the float64 counts are exact integers; the scale and the
@@ -345,5 +389,5 @@ class FloatParams(ParameterStrategy):
 
 
 __all__ = ["DECAY_NONE", "FixedPointParams", "FloatParams", "GRADED_MESSAGE_BITS",
-           "MAX_CONV_GROUPS", "ParameterStrategy", "conv_params", "lif_lava_params",
-           "sumpool_params", "ungroup"]
+           "MAX_CONV_GROUPS", "MAX_THRESHOLD_COUNT", "MAX_THRESHOLD_VTH", "ParameterStrategy",
+           "conv_params", "lif_lava_params", "sumpool_params", "ungroup"]

@@ -5,10 +5,20 @@ A :class:`LavaNetwork` is what :mod:`deploy.lava.lowering` produces and
 with its :class:`StageKind`. The kind resolves, in this one place, the Lava process class
 a stage becomes, the name of its output port and which of its parameters are plan data
 rather than constructor arguments.
+
+Where the processes run with Intel's lava-loihi (``Loihi2HwCfg``): ``Conv``, ``LIF`` and
+``LIFReset`` have neuro-core models; the source ``RingBuffer``, ``SpikingAttention``,
+``DelayedSum`` and ``Readout`` have only Python ProcessModels, which run on the host CPU
+behind C adapters (``compiler.resources.HOST_PROCESSES`` names the same four classes).
+:meth:`LavaNetwork.host_processes` counts those stages; :meth:`LavaNetwork.host_edges` says
+which of them are the network's edges (input injection, output reading) rather than a
+round trip off the chip in the middle of the network. Probe taps (``Tap``) are Python processes
+too, but not part of the plan.
 """
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -41,7 +51,7 @@ class StageKind(enum.Enum):
     CONV = ("conv", Conv, "a_out", ("output_shape",))
     LIF = ("lif", LIF, "s_out", ())
     LIF_RESET = ("lif_reset", LIFReset, "s_out", ())
-    ATTENTION = ("attention", SpikingAttention, "a_out", ())
+    ATTENTION = ("spiking_attention", SpikingAttention, "a_out", ())
     DELAYED_SUM = ("delayed_sum", DelayedSum, "s_out", ())
     READOUT = ("readout", Readout, None, ())
 
@@ -54,6 +64,19 @@ class StageKind(enum.Enum):
 
     def __str__(self) -> str:
         return self.label
+
+    @property
+    def host_only(self) -> bool:
+        """The process has only a Python ProcessModel (host CPU under lava-loihi)."""
+        return self in HOST_ONLY_KINDS
+
+
+#: stage kinds whose Lava process has only a Python ProcessModel
+HOST_ONLY_KINDS = frozenset({StageKind.SOURCE, StageKind.ATTENTION, StageKind.DELAYED_SUM,
+                             StageKind.READOUT})
+#: host-only kinds that sit at the network's edges, with their role
+EDGE_ROLES: Dict[StageKind, str] = {StageKind.SOURCE: "input injection",
+                                    StageKind.READOUT: "output reading"}
 
 
 class SourceEncoding(enum.Enum):
@@ -83,9 +106,11 @@ class SourceEncoding(enum.Enum):
 class Stage:
     """One Lava process of the network."""
 
-    name: str                      # unique; the node's name, or '<src>+<d>' for a delay line
+    name: str                      # unique; the node's name, '<src>+<d>' for a delay line,
+                                   # '<src>.relay<k>' (+ '.conv') for a stock delay relay
     kind: StageKind
-    node: str                      # graph node implemented (the delayed node for delay lines)
+    node: str                      # graph node implemented (the delayed node for delay lines
+                                   # and relays)
     lag: int                       # output at Lava step s*T + t + lag (see deploy.lava.timing)
     params: Dict[str, Any] = field(default_factory=dict)   # process constructor arguments
     inputs: List[Tuple[str, str]] = field(default_factory=list)  # (source stage, in-port)
@@ -127,14 +152,28 @@ class LavaNetwork:
         return [n for n, s in self.providers.items()
                 if self.stages[s].kind.out_port is not None]
 
+    def host_processes(self) -> Dict[str, int]:
+        """Stage-kind label -> number of stages whose process has only a Python
+        ProcessModel (host CPU under lava-loihi), e.g. ``{"source": 1,
+        "spiking_attention": 1, "delayed_sum": 3, "readout": 1}``; kinds absent: omitted."""
+        return dict(Counter(st.kind.label for st in self.stages.values() if st.kind.host_only))
+
+    def host_edges(self) -> Dict[str, str]:
+        """Of :meth:`host_processes`, the labels at the network's edges -> their role
+        (``"source"``: input injection, ``"readout"``: output reading). Every other host
+        process is a round trip between the chip and the host inside the network."""
+        present = {st.kind for st in self.stages.values()}
+        return {kind.label: role for kind, role in EDGE_ROLES.items() if kind in present}
+
     def summary(self) -> str:
-        lines = [f"{'stage':<34} {'process':<12} {'lag':>3}  inputs"]
+        lines = [f"{'stage':<34} {'process':<17} {'lag':>3}  inputs"]
         for st in self.stages.values():
             ins = ", ".join(f"{s}->{p}" for s, p in st.inputs) or "-"
-            lines.append(f"{st.name:<34} {st.kind.label:<12} {st.lag:>3}  {ins}")
+            lines.append(f"{st.name:<34} {st.kind.label:<17} {st.lag:>3}  {ins}")
         lines.append(f"{len(self.stages)} Lava processes (+1 Tap per probe), "
                      f"T = {self.time_steps}, pipeline depth = {self.max_lag} steps")
         return "\n".join(lines)
 
 
-__all__ = ["LavaNetwork", "LoweringError", "SourceEncoding", "Stage", "StageKind", "fail"]
+__all__ = ["EDGE_ROLES", "HOST_ONLY_KINDS", "LavaNetwork", "LoweringError", "SourceEncoding",
+           "Stage", "StageKind", "fail"]

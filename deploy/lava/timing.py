@@ -15,10 +15,23 @@ The input source has lag 0. A node's lag is the largest lag among its inputs
 (:data:`HOP_COST`, one entry per op of the registry that runs inside the Lava
 time loop, at either level; ops computed once after the loop -- the head --
 have none).
+
+**Stock delay relays.** A neuron (``loihi_lif`` / ``lif`` / memoryless ``threshold``)
+with several synaptic inputs (Conv stages: ``conv2d`` / ``sumpool2d``) receives them
+with different lags when their spikes come from different depths (the spike-driven
+family's membrane shortcut, the AND of two spike maps). An early synaptic node whose
+input is a spike map and whose only reader is that neuron is *retimed*
+(:func:`spike_relays`): its input spikes pass through ``d`` relays first -- each an
+identity Conv (one step) plus a memoryless LIF that fires on any input (no step) --
+so the Conv is built from spikes ``d`` steps late and its output arrives with the
+neuron's latest input. Its lag (what probes re-align with) grows by ``d``; nothing
+else changes, because the neuron was its only reader. Other early inputs (graded
+ones, e.g. a conv of the image, or a conv read by several nodes) keep the
+``DelayedSum`` delay line of :mod:`deploy.lava.lowering`.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from compiler.ir import Graph, IRError, Node
 from compiler.ops import FLOAT, OPS, QUANTIZED, ops_at
@@ -55,14 +68,59 @@ def hop_cost(node: Node) -> int:
                       "(deploy/lava/timing.py HOP_COST)") from None
 
 
-def node_lags(graph: Graph) -> Dict[str, int]:
-    """Lag of every node that runs inside the Lava time loop."""
+#: neuron ops whose several synaptic inputs are aligned with stock relays
+NEURON_OPS: Tuple[str, ...] = ("loihi_lif", "lif", "threshold")
+#: ops lowered to one Conv process (the synapses a relay chain can precede)
+SYNAPSE_OPS: Tuple[str, ...] = ("conv2d", "sumpool2d")
+
+
+def chain_lags(graph: Graph) -> Dict[str, int]:
+    """Lag of every in-loop node along the plain chain (before any relay retiming):
+    the latest input's lag plus the node's own hop."""
     lags: Dict[str, int] = {}
     for node in graph:
         if OPS[node.op].after_time_loop:
             continue  # affine / output: after the loop, in the readout
         base = max((lags[i] for i in node.inputs), default=0)
         lags[node.name] = base + hop_cost(node)
+    return lags
+
+
+def _relayable(graph: Graph, synapse: Node, neuron: Node) -> bool:
+    """Can ``synapse`` (an input of ``neuron``) be rebuilt from relayed spikes? It must be
+    one Conv stage reading one spike map, and ``neuron`` must be its only reader (then
+    retiming it changes no other node's timing)."""
+    if synapse.op not in SYNAPSE_OPS or len(synapse.inputs) != 1:
+        return False
+    src = graph[synapse.inputs[0]]
+    if not OPS[src.op].emits_spikes(src.attrs):
+        return False            # graded input: a relay LIF would binarise it
+    readers = graph.consumers(synapse.name)
+    return len(readers) == 1 and readers[0] is neuron and neuron.inputs.count(synapse.name) == 1
+
+
+def spike_relays(graph: Graph,
+                 lags: Optional[Dict[str, int]] = None) -> Dict[str, int]:
+    """Synaptic node -> number of relays its input spikes pass through so that it arrives
+    with the latest input of the neuron it feeds (module docstring). ``lags``: the
+    :func:`chain_lags` (computed when omitted)."""
+    lags = chain_lags(graph) if lags is None else lags
+    relays: Dict[str, int] = {}
+    for node in graph:
+        if node.op not in NEURON_OPS or len(node.inputs) < 2:
+            continue
+        for name, d in deficits(node, lags).items():
+            if d > 0 and _relayable(graph, graph[name], node):
+                relays[name] = d      # one relay per step: its Conv's hop
+    return relays
+
+
+def node_lags(graph: Graph) -> Dict[str, int]:
+    """Lag of every node that runs inside the Lava time loop, as lowered: the chain lags
+    with every relayed synaptic node retimed to its neuron's latest input."""
+    lags = chain_lags(graph)
+    for name, d in spike_relays(graph, lags).items():
+        lags[name] += d
     return lags
 
 

@@ -4,7 +4,7 @@ in float64 for a float graph on ``lava-sim-float`` (``verify_float_against_float
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -36,13 +36,17 @@ class LavaCheck:
 
 def verify_against_reference(graph: Graph, x_seq: np.ndarray, target: str,
                              progress: Optional[Callable[[int, int], None]] = None,
-                             workers: int = 1) -> LavaCheck:
+                             workers: int = 1,
+                             probes: Optional[Sequence[str]] = None) -> LavaCheck:
     """Stream ``x_seq`` ([T, B, ...] integers) through Lava on ``target``, probing every LIF
-    population, and compare with the reference executor on the same integers. ``workers``
+    population (or the in-loop nodes named in ``probes``, e.g. the memoryless ``threshold``
+    neurons too), and compare with the reference executor on the same integers. ``workers``
     > 1 spreads the samples over that many local Lava runtimes (``deploy.parallel``: the same
     spikes and logits in the same order); ``progress(done, total)`` counts steps, or samples
     with several workers."""
-    probes = [n.name for n in graph.by_op("loihi_lif")]
+    if probes is None:
+        probes = [n.name for n in graph.by_op("loihi_lif")]
+    probes = list(probes)
     if workers > 1:
         lava = _run_on_workers(graph, x_seq, target, probes, workers, progress)
     else:

@@ -278,7 +278,7 @@ def test_compile_report_from_the_measurement(micro_float):
     assert set(report) == {"target", "source", "checkpoint", "model", "dataset", "artifact",
                            "samples", "accuracy", "mismatches", "lava", "float_vs_reference",
                            "timing_s", "quantization", "input_encoding", "network", "energy",
-                           "layers", "nir_assumption"}
+                           "layers", "nir_assumption", "loihi"}
     assert report["source"] == {"kind": "checkpoint", "path": "m.pth"}
     assert report["checkpoint"] == "m.pth" and report["model"] == "test-micro"
     assert report["samples"] == 6 and report["artifact"] == "art"

@@ -73,7 +73,7 @@ def test_exit_code_artifact_and_report(two_runs):
     assert set(report) == {"target", "source", "checkpoint", "model", "dataset", "artifact",
                            "samples", "accuracy", "mismatches", "lava", "float_vs_reference",
                            "timing_s", "quantization", "input_encoding", "network", "energy",
-                           "layers", "nir_assumption", "data"}
+                           "layers", "nir_assumption", "data", "loihi"}
     # where the samples came from: the checkpoint's data set, training and test splits
     assert report["data"] == {
         "calibration": {"source": "dataset", "dataset": "digits", "split": "train",

@@ -6,7 +6,9 @@ from spikformer_neuro.config import ConfigError, SpikformerConfig
 from spikformer_neuro.model import build_model, count_parameters
 from spikformer_neuro.zoo import config_names, get_config, paper_parameter_count
 
-PAPER = [n for n in config_names() if paper_parameter_count(n) is not None]
+# the Spikformer paper's (the spike-driven family's: tests/test_spikformer_neuro/test_spike_driven.py)
+PAPER = [n for n in config_names() if paper_parameter_count(n) is not None
+         and get_config(n).family == "spikformer"]
 
 
 def test_paper_configurations_are_all_present():
@@ -31,8 +33,12 @@ def test_shapes_for_every_configuration(name):
         model = build_model(cfg)
         x = torch.zeros(3, *cfg.input_shape())
         assert model(x).shape == (3, cfg.num_classes)
-        assert model.forward_features(x).shape == (cfg.time_steps, 3, cfg.num_tokens,
-                                                   cfg.embed_dim)
+        features = model.forward_features(x)
+        if cfg.family == "spike-driven":   # the membrane stream, in map layout
+            side = cfg.token_grid
+            assert features.value.shape == (cfg.time_steps, 3, cfg.embed_dim, side, side)
+        else:
+            assert features.shape == (cfg.time_steps, 3, cfg.num_tokens, cfg.embed_dim)
 
 
 @pytest.mark.parametrize("name", ["test-micro", "test-micro-events"])

@@ -1,6 +1,7 @@
 """NIR export (compiler/nir/export.py): stock nodes that stock `nir.read` loads, the documented
 conventions written down, --nir-portable, refusals, atomic writes, and a stock consumer
-(snntorch's import_from_nir) reproducing our float model's spikes exactly."""
+(snntorch's import_from_nir) reproducing our float model's spikes exactly. The spike-driven
+Transformer's export, run by the real norse, snntorch and sinabs: test_spike_driven_nir.py."""
 from pathlib import Path
 
 import nir
@@ -12,7 +13,7 @@ from compiler.float_exec import run_float
 from compiler.frontend import checkpoint_to_ir
 from compiler.ir import Graph, IRError, Node, OptionError
 from compiler.nir import dialect, graph_to_nir, write_nir_file
-from compiler.nir.export import _Exporter, is_stock, nir_type_of
+from compiler.nir.export import _Exporter, diagonal_ones, is_stock, nir_type_of, nir_types_of
 from compiler.ops import FLOAT, OPS, handled_ops, missing_handlers, ops_at
 from compiler.passes import float_passes
 
@@ -46,6 +47,10 @@ def test_the_exporter_has_one_marked_handler_per_float_op_after_the_passes():
         assert hasattr(handler, "nir_type") and hasattr(handler, "stock"), op
     # the mapping the docs state: sums are edges only; attention is the one non-stock op
     assert nir_type_of("sum") is None and nir_type_of("lif") == "LIF"
+    # no toolchain imports NIR's Threshold: a threshold is a memoryless LIF; a padded sum-pool
+    # is a Conv2d (their SumPool2d imports drop the padding)
+    assert nir_type_of("threshold") == "LIF"
+    assert nir_types_of("sumpool2d") == ("SumPool2d", "Conv2d")
     assert [op for op in handled_ops(_Exporter) if not is_stock(op)] == ["spiking_attention"]
     assert not is_stock("batchnorm") and not is_stock("loihi_lif")
     with pytest.raises(KeyError):
@@ -54,13 +59,16 @@ def test_the_exporter_has_one_marked_handler_per_float_op_after_the_passes():
 
 def test_binary_sources_are_the_registry_s_spiking_ops(dyadic):
     """A sum-pool of spikes is integer-valued (its threshold exports exactly) when every
-    source emits spikes by the registry: a LIF, a threshold, an input of spikes."""
+    source emits spikes by the registry: a LIF, a threshold, an input of spikes; event counts
+    are integers too."""
     from compiler.nir.export import _is_integer_valued
     g = Graph(meta={"time_steps": 2, "stage": "float"})
     g.add(Node("input", "input", [], (2, 4, 4), {}, {"encoding": "spikes"}))
     g.add(Node("pool", "sumpool2d", ["input"], (2, 2, 2), {},
                {"kernel": 2, "stride": 2, "padding": 0}))
     assert OPS["input"].emits_spikes(g["input"].attrs) and _is_integer_valued(g, g["pool"])
+    g["input"].attrs["encoding"] = "counts"
+    assert _is_integer_valued(g, g["pool"])
     g["input"].attrs["encoding"] = "analog"
     assert not _is_integer_valued(g, g["pool"])
 
@@ -79,11 +87,12 @@ def test_stock_nir_read_loads_every_node_with_its_ir_name(digits_float, digits_n
     counts = {}
     for n in g.nodes.values():
         counts[type(n).__name__] = counts.get(type(n).__name__, 0) + 1
-    lifs = len(digits_float.by_op("lif"))
-    convs = len(digits_float.by_op("conv2d"))
+    # thresholds are LIFs; the padded max-pool sum and the normalisation are Conv2d; the
+    # readout is SumPool2d + Flatten + a 1/N Affine (stock types every toolchain imports)
+    lifs = len(digits_float.by_op("lif")) + len(digits_float.by_op("threshold"))
+    convs = len(digits_float.by_op("conv2d")) + len(digits_float.by_op("sumpool2d"))
     assert counts == {"Input": 1, "Conv2d": convs + 1, "LIF": lifs, "SumPool2d": 1,
-                      "Threshold": 1, "NIRGraph": 1, "AvgPool2d": 1, "Flatten": 1,
-                      "Affine": 1, "Output": 1}
+                      "NIRGraph": 1, "Flatten": 1, "Affine": 2, "Output": 1}
     assert info.nir_nodes["LIF"] == lifs and info.edges == len(g.edges)
 
 
@@ -95,8 +104,12 @@ def test_lif_convention_is_written_down(digits_float, digits_nir):
         shape = tuple(node.shape)
         assert lif.tau.shape == shape and np.all(lif.tau == node.attrs["tau"])
         assert np.all(lif.r == 1.0) and np.all(lif.v_leak == 0) and np.all(lif.v_reset == 0)
-        assert np.all(lif.v_threshold == node.attrs["v_threshold"])
-        assert _md(lif, dialect.KEY_SPIKE_IF) == ">="
+        # NIR fires on v > v_threshold: the paper's v >= V_th is the largest float32 below V_th
+        below = dialect.float32_below(node.attrs["v_threshold"])
+        assert below < node.attrs["v_threshold"] and np.float32(below) == below
+        assert np.nextafter(np.float32(below), np.float32(np.inf)) == node.attrs["v_threshold"]
+        assert np.all(lif.v_threshold == below)
+        assert _md(lif, dialect.KEY_SPIKE_IF) == ">"
         assert float(np.asarray(lif.metadata["spikeform.dt"])) == 1.0
 
 
@@ -107,7 +120,7 @@ def test_residual_sums_are_summed_edges(digits_float, digits_nir):
     for reader in ("blocks.0.attn.q.linear", "blocks.0.attn.k.linear", "blocks.0.attn.v.linear"):
         assert ("sps.pool3", reader) in edges and ("sps.rpe.lif", reader) in edges
     # the stream after both blocks' residuals reaches the readout as four summed edges
-    into_readout = sorted(a for a, b in g.edges if b == "readout.token_mean")
+    into_readout = sorted(a for a, b in g.edges if b == "readout.token_sum")
     assert into_readout == ["blocks.0.attn.proj.lif", "blocks.0.mlp.fc2.lif", "sps.pool3",
                             "sps.rpe.lif"]
     sums = dialect.loads(_md(g, dialect.KEY_SUMS), "sums")
@@ -130,31 +143,44 @@ def test_attention_is_a_tagged_nested_graph(digits_float, digits_nir):
 
 def test_pool_threshold_normalisation_and_readout(digits_float, digits_nir):
     _, _, g = digits_nir
-    # the max-pool rewrite's threshold(1.0) over a sum of spikes: NIR's x > 0.5 is x >= 1
+    # the max-pool rewrite's threshold(1.0) over a sum of spikes: a memoryless LIF (tau = 1
+    # step, r = 1: v = x), NIR's v > 0.5 is x >= 1
     th = g.nodes["sps.pool3"]
-    assert np.all(th.threshold == 0.5) and "exact" in _md(th, dialect.KEY_EXACT)
+    assert isinstance(th, nir.LIF) and np.all(th.v_threshold == 0.5)
+    assert np.all(th.tau == 1.0) and np.all(th.r == 1.0) and np.all(th.v_reset == 0)
+    assert _md(th, dialect.KEY_SPIKE_IF) == ">" and "exact" in _md(th, dialect.KEY_EXACT)
+    # its padded 3x3 window sum: diagonal all-ones kernels (SumPool2d readers drop padding)
     pool = g.nodes["sps.pool3.sum"]
     src = digits_float["sps.pool3.sum"].attrs
-    assert list(pool.kernel_size) == [src["kernel"]] * 2 and list(pool.padding) == [src["padding"]] * 2
+    assert isinstance(pool, nir.Conv2d) and pool.groups == 1 and not pool.bias.any()
+    c = digits_float["sps.pool3.sum"].shape[0]
+    assert np.array_equal(pool.weight, diagonal_ones(c, (src["kernel"],) * 2))
+    assert list(pool.padding) == [src["padding"]] * 2 and list(pool.stride) == [src["stride"]] * 2
     inp = digits_float.input_node.attrs
     norm = g.nodes["input" + dialect.NORMALIZE_SUFFIX]
     mean, std = np.asarray(inp["mean"]), np.asarray(inp["std"])
     assert norm.weight.shape == (1, 1, 1, 1) and norm.weight[0, 0, 0, 0] == 1.0 / std[0]
     assert np.array_equal(norm.bias, -mean / std)
     assert ("input", "input.normalize") in g.edges
+    # the readout: window sum over the token grid, Flatten, 1/N on a diagonal Affine
     side = digits_float["readout"].shape
-    pool = g.nodes["readout.token_mean"]
+    pool = g.nodes["readout.token_sum"]
     grid = digits_float["blocks.0.mlp_residual"].shape[1:]
     assert list(pool.kernel_size) == list(grid) and list(pool.stride) == list(grid)
-    assert list(g.nodes["readout"].output_type["output"]) == list(side)
-    assert "mean over all time steps" in _md(g.nodes["readout"], "spikeform.time_reduction")
+    flat = g.nodes["readout"]
+    assert list(flat.output_type["output"]) == list(side)
+    assert (flat.start_dim, flat.end_dim) == (-3, -1)   # batched readers flatten the right dims
+    mean = g.nodes["readout.token_mean"]
+    assert np.array_equal(mean.weight, np.diag(np.full(side[0], 1 / np.prod(grid), np.float32)))
+    assert {("readout", "readout.token_mean"), ("readout.token_mean", "head")} <= set(g.edges)
+    assert "mean over all time steps" in _md(flat, "spikeform.time_reduction")
 
 
 def test_portable_export_keeps_the_stem_and_names_what_it_left_out(digits_float, tmp_path):
     info = write_nir_file(digits_float, tmp_path / "p.nir", portable=True)
     g = nir.read(tmp_path / "p.nir")
     kinds = {type(n).__name__ for n in g.nodes.values()}
-    assert kinds == {"Input", "Conv2d", "LIF", "SumPool2d", "Threshold", "Output"}
+    assert kinds == {"Input", "Conv2d", "LIF", "Output"}
     assert info.fragment and info.blockers == ["blocks.0.attn.attention (spiking_attention)"]
     assert info.outputs == ["sps.residual.output", "blocks.0.attn.q.lif.output",
                             "blocks.0.attn.k.lif.output", "blocks.0.attn.v.lif.output"]
@@ -284,13 +310,11 @@ def _snntorch_from_our_file(path: Path):
     graph = nir.read(path)
     for node in graph.nodes.values():
         if isinstance(node, nir.LIF):
-            # BUG 1: snntorch hard-codes dt = 1e-4 s (beta = 1 - 1e-4 / tau) and never reads dt
-            # from the file; our files say dt = 1 step, so give it tau in its units.
+            # BUG: snntorch hard-codes dt = 1e-4 s (beta = 1 - 1e-4 / tau) and never reads dt
+            # from the file; our files say dt = 1 step, so give it tau in its units. (It passes
+            # NIR's batch-free Flatten dims to torch unshifted too: our Flatten counts its dims
+            # from the end, -3..-1, which mean the same with or without a batch.)
             node.tau = node.tau * 1e-4
-        if isinstance(node, nir.Flatten):
-            # BUG 2: snntorch builds torch.nn.Flatten(start_dim, end_dim) from NIR's dims, which
-            # exclude the batch, so it would flatten the batch too: shift by one.
-            node.start_dim = node.start_dim + 1
     return import_from_nir(graph)
 
 
@@ -319,9 +343,21 @@ def test_snntorch_reproduces_our_float_spikes_and_logits_exactly(dyadic, tmp_pat
     assert torch.equal(torch.stack(per_step).mean(0).float(), ours.logits)
 
 
-def test_snntorch_cannot_load_threshold_nodes(digits_float, tmp_path):
-    """snntorch 1.0.0 maps no Threshold (nor SumPool2d with padding: nirtorch's default ignores
-    padding), so the max-pool rewrite of the SPS stem is out of its reach: say so, loudly."""
+def test_snntorch_maps_every_node_of_the_stem_but_not_several_outputs(digits_float, tmp_path):
+    """snntorch 1.0.0 maps no Threshold and drops SumPool2d padding, so the stem's max-pool is
+    exported as a memoryless LIF over a diagonal all-ones Conv2d: every node of the portable
+    stem now has a snntorch (or nirtorch default) module. The stem still does not run there:
+    a fragment has one Output per frontier node, and nirtorch 2.6's ``nir_to_torch`` (which
+    import_from_nir calls) re-queues Output nodes until the queue is empty, so with two or
+    more it never returns (not called here). The spike-driven network, one Output, runs
+    spike for spike: test_spike_driven_nir.py."""
+    from nirtorch.nir_interpreter import DEFAULT_MAP
+    from snntorch.import_nir import _nir_to_snntorch_module
+
     write_nir_file(digits_float, tmp_path / "p.nir", portable=True)
-    with pytest.raises(ValueError, match="Threshold"):
-        _snntorch_from_our_file(tmp_path / "p.nir")
+    g = nir.read(tmp_path / "p.nir")
+    for name, node in g.nodes.items():
+        mapped = (type(node) in DEFAULT_MAP if isinstance(node, (nir.Input, nir.Output))
+                  else _nir_to_snntorch_module(node) is not None)
+        assert mapped, name
+    assert len([n for n in g.nodes.values() if isinstance(n, nir.Output)]) == 4

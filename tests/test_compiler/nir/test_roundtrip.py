@@ -175,6 +175,16 @@ def test_missing_and_corrupt_files_are_named(exported, tmp_path):
         read_nir_file(cut)
 
 
+def test_a_file_of_another_format_version_is_refused(exported, tmp_path):
+    """Version 1 wrote Threshold, padded SumPool2d and AvgPool2d nodes; version 2 does not."""
+    g = nir.read(exported)
+    g.metadata["spikeform.version"] = 1
+    nir.write(tmp_path / "v1.nir", g)
+    with pytest.raises(IRError, match=r"v1\.nir: spikeform NIR version .*1.* is not supported"
+                                      r".*re-export"):
+        read_nir_file(tmp_path / "v1.nir")
+
+
 def test_a_portable_fragment_is_not_a_network(tmp_path):
     write_nir_file(float_passes(checkpoint_to_ir(DIGITS)), tmp_path / "p.nir", portable=True)
     with pytest.raises(IRError, match=r"p\.nir: a portable export holds only part"):
