@@ -25,6 +25,8 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
+
 from loihi_numerics.grid import GridError
 from spikformer_neuro.checkpoint import CheckpointError
 from spikformer_neuro.data import DatasetError
@@ -200,7 +202,9 @@ def _table(report: dict) -> str:
     if loihi:
         inside = ", ".join(f"{n} {k}" for k, n in sorted(loihi["inside_network"].items()))
         lines.append("on Loihi 2        host CPU inside the network: " + (inside or "nothing")
-                     + f"; at the edges: {', '.join(sorted(loihi['edges'])) or 'nothing'}")
+                     + f"; at the edges: {', '.join(sorted(loihi['edges'])) or 'nothing'}"
+                     + (f"; {loihi['relay_neurons']:,} relay neurons align joins"
+                        if loihi["relay_neurons"] else ""))
     layers = report["layers"]
     rounded = {n: i for n, i in layers.items() if "decay_error" in i}
     if rounded:  # 4096/tau not an integer: Loihi's decay differs from the model's
@@ -468,13 +472,18 @@ def _loihi_placement(compiled: Compiled) -> dict:
     the host CPU -- at the edges (input injection, output reading) or inside the network,
     where every step spikes go to the host and values come back."""
     from deploy.lava.lowering import lower
+    from deploy.lava.stages import StageKind
 
     plan = lower(compiled.quantized)
     host, edges = plan.host_processes(), plan.host_edges()
     cores = Counter(st.kind.label for st in plan.stages.values() if not st.kind.host_only)
+    # stock relays align joins (docs/lava-backend.md): neurons the graph itself does not have
+    relays = [st for st in plan.stages.values()
+              if st.kind is StageKind.LIF and st.name != st.node]
     return {"host_processes": host, "edges": edges,
             "inside_network": {k: n for k, n in host.items() if k not in edges},
-            "neuro_core_processes": dict(cores)}
+            "neuro_core_processes": dict(cores),
+            "relay_neurons": int(sum(np.prod(st.shape) for st in relays))}
 
 
 def _verify_lava(compiled: Compiled, test_ds, target: str, progress: Progress,
