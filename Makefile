@@ -52,3 +52,10 @@ checkpoint-sdt-digits: venv
 	$(SDT_TRAIN) --init runs/sdt-digits-tiny.float.last.pth --qat --config sdt-digits-tiny \
 	  --dataset digits --epochs 10 --batch-size 32 --lr 3e-4 --warmup-epochs 0 \
 	  --out $(CKPT)/sdt-digits-tiny.pth
+
+checkpoint-sdt-fmnist: venv
+	$(SDT_TRAIN) --config sdt-fmnist-small --dataset fashion-mnist --epochs 5 --batch-size 64 \
+	  --lr 2e-3 --out runs/sdt-fmnist-small.float.pth
+	$(SDT_TRAIN) --init runs/sdt-fmnist-small.float.pth --qat --config sdt-fmnist-small \
+	  --dataset fashion-mnist --epochs 1 --batch-size 64 --lr 3e-4 --warmup-epochs 0 \
+	  --out $(CKPT)/sdt-fmnist-small.pth
