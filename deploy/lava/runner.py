@@ -92,13 +92,23 @@ def run(network: LavaNetwork, x_seq, *, target: Optional[str] = None,
     return result
 
 
-def receive_messages(port, count: int) -> np.ndarray:
-    """``count`` messages from an external pipe (all sent before the run ended)."""
+#: how long a message sent before the run ended may take through the pipe (a loaded machine
+#: delivers the last one after ``run`` returns: probing once lost it, seen in CI)
+DELIVERY_TIMEOUT_S = 30.0
+
+
+def receive_messages(port, count: int, timeout_s: float = DELIVERY_TIMEOUT_S) -> np.ndarray:
+    """``count`` messages from an external pipe (all sent before the run ended), each waited
+    for up to ``timeout_s`` seconds."""
     recv = port.external_pipe_csp_recv_port
     out = []
     for i in range(count):
-        if not recv.probe():
-            raise RuntimeError(f"{port.process.name}: expected {count} messages, got {i}")
+        deadline = time.monotonic() + timeout_s
+        while not recv.probe():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{port.process.name}: expected {count} messages, got {i} "
+                                   f"(none for {timeout_s:g} s)")
+            time.sleep(0.001)
         out.append(np.array(recv.recv(), copy=True))
     return np.stack(out)
 
