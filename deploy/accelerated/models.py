@@ -4,9 +4,13 @@
 (fixed_pt, LoihiProtocol, CPU). It declares the same ports and Vars as the
 stock ``PyConvModelFixed`` and reproduces its output bit for bit (see the
 tests), but computes the synaptic sum as one matrix product instead of
-per-channel-pair scipy calls. ``PyLifModelBitAccAccelerated`` /
+per-channel-pair scipy calls (binary spikes with a small enough weight bound: one
+float32 matmul and nothing else). ``PyLifModelBitAccAccelerated`` /
 ``PyLifResetModelBitAccAccelerated`` are stock ``LIF`` / ``LIFReset`` with a
-cached bias and a faster exact decay. (The backend never lowers to ``Dense``, so
+cached bias and a faster exact decay; with ``du = 4095`` (the Spikformer LIF:
+no current memory) a lean step of a few in-place int32 operations. On small
+networks every process's per-step Python/numpy overhead adds to Lava's
+synchronisation, so the step is kept short. (The backend never lowers to ``Dense``, so
 there is no Dense model here: a ``Dense`` keeps Lava's stock model.)
 
 They are never picked up automatically (Lava only looks for models next to the
@@ -64,7 +68,8 @@ from lava.proc.lif.models import PyLifModelBitAcc, PyLifResetModelBitAcc
 from lava.proc.lif.process import LIF, LIFReset
 
 from loihi_numerics.exact_matmul import (FLOAT32_EXACT_LIMIT,
-                                         FLOAT64_EXACT_LIMIT, PATH_FLOAT64,
+                                         FLOAT64_EXACT_LIMIT, PATH_FLOAT32,
+                                         PATH_FLOAT64,
                                          PATH_INT64, ExactIntMatmul,
                                          integral_view, max_abs_int)
 
@@ -100,6 +105,7 @@ class _ConvPlan:
         self.padded_shape: ty.Tuple[int, int, int]
         self.groups: int
         self.identity = False          # 1x1, stride 1, no padding, 1 group
+        self.binary_exact = False      # see PyConvModelFixedAccelerated._binary_conv
         self.idx: ty.Optional[np.ndarray] = None
         self._buffers: ty.Dict[type, np.ndarray] = {}
         self._abs_w64: ty.Optional[np.ndarray] = None
@@ -154,6 +160,10 @@ class _ConvPlan:
         wflip = np.asarray(weight)[:, ::-1, ::-1, :]
         mat = wflip.reshape(G, Og, Kg).transpose(0, 2, 1)      # (G, Kg, Og)
         plan.mm = ExactIntMatmul(mat[0] if G == 1 else mat)
+        # binary input: partial sums stay within R, below float32's 2**24 and stock's wrap
+        # (int32/int64 weights: stock's float64 -> weight-dtype cast is then well defined)
+        plan.binary_exact = (plan.mm.bound < 1 << 23
+                             and weight.dtype in (np.dtype(np.int32), np.dtype(np.int64)))
         plan.identity = (KX == KY == 1 and sx == sy == 1 and px == py == 0
                          and G == 1)
         if not plan.identity:
@@ -235,6 +245,11 @@ class PyConvModelFixedAccelerated(AbstractPyConvModel):
         else:
             s_in = self.s_in.recv().astype(bool)
 
+        if s_in.dtype == np.bool_:
+            plan = self._get_plan(s_in.shape)
+            if plan is not None and plan.binary_exact:
+                self.a_buf = self._binary_conv(plan, s_in)
+                return
         self.a_buf = self.clamp_precision(self._conv(s_in))
 
     def clamp_precision(self, x: np.ndarray) -> np.ndarray:
@@ -256,9 +271,21 @@ class PyConvModelFixedAccelerated(AbstractPyConvModel):
             if plan is not None:
                 plan.sources = srcs  # keep them alive: ids stay unique
                 plan.mm.float32_limit = self.float32_limit
+                plan.binary_exact &= max(plan.mm.bound, 1) < self.float32_limit
                 plan.mm.float64_limit = self.float64_limit
             self._plan, self._plan_key = plan, key
         return self._plan
+
+    def _binary_conv(self, plan: _ConvPlan, s_in: np.ndarray) -> np.ndarray:
+        """Binary spikes in, ``R < 2**23`` (``plan.binary_exact``): every partial sum of
+        any accumulation order is an integer of magnitude ``<= R``, so the float32 product
+        equals stock's float64 one, and stock's 24-bit wrap leaves ``|x| < 2**23``
+        unchanged: one float32 matmul and stock's cast to the weight dtype."""
+        self.path_counts[PATH_FLOAT32] += 1
+        prod = np.matmul(plan.im2col(s_in, np.float32), plan.mm.matrix(PATH_FLOAT32))
+        if prod.ndim == 3:  # groups: (G, P, Og) -> (P, G*Og)
+            prod = prod.transpose(1, 0, 2).reshape(prod.shape[1], -1)
+        return prod.astype(self.weight.dtype).reshape(plan.out_shape)
 
     def _conv(self, s_in: np.ndarray) -> np.ndarray:
         plan = self._get_plan(s_in.shape)
@@ -320,6 +347,63 @@ def _trunc_shift_decay(x: np.ndarray, factor: int, shift: int) -> np.ndarray:
     return p.astype(np.int32)
 
 
+#: input dtypes whose ``int32 += x`` (stock) and ``copyto(int32, x, "unsafe")`` (lean) agree:
+#: both wrap modulo 2**32 (stock would refuse uint64, which numpy promotes to float64)
+_LEAN_INPUTS = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
+                                               np.uint8, np.uint16, np.uint32))
+
+
+class _LeanLifPlan:
+    """When the lean LIF step applies, and its constants: ``du`` gives no current memory
+    (stock's factor ``4096 - (du + 1) == 0``: the usual Spikformer LIF), ``dv`` an integer
+    factor in ``1..4096``, stock's 12-bit decay shift and 24-bit state width, and an int32
+    effective bias (array) or a Python int. Anything else keeps the general path."""
+
+    __slots__ = ("du", "dv", "bias", "ok", "f_v", "v_shift", "bias_nonzero")
+
+    @classmethod
+    def build(cls, model: "_FastLifFixedMixin") -> "_LeanLifPlan":
+        plan = cls()
+        plan.du, plan.dv, plan.bias = model.du, model.dv, model.effective_bias
+        plan.ok, plan.f_v, plan.v_shift, plan.bias_nonzero = False, 0, -1, False
+        factors = None if isinstance(model.du, np.ndarray) or isinstance(model.dv, np.ndarray) \
+            else model._decay_factors()
+        bias = model.effective_bias
+        if factors is None or factors[0] != 0 or not 1 <= factors[1] <= 4096 \
+                or model.decay_shift != 12 or model.max_uv_val != 1 << 23 \
+                or type(model.act_shift) is not int or not 0 <= model.act_shift < 32:
+            return plan
+        # int32 + int32 (stock's expression) wraps exactly like our in-place int32 sums
+        if isinstance(bias, np.ndarray) and bias.dtype == np.int32 \
+                and bias.shape in ((), model.u.shape):
+            plan.bias_nonzero = bool(bias.any())
+        elif type(bias) is int and -(1 << 31) <= bias < (1 << 31):
+            plan.bias_nonzero = bias != 0
+        else:
+            return plan
+        plan.f_v = int(factors[1])
+        if plan.f_v & (plan.f_v - 1) == 0:            # 2**j: trunc(v / 2**(12 - j))
+            plan.v_shift = 12 - (plan.f_v.bit_length() - 1)
+        plan.ok = True
+        return plan
+
+    def decay_voltage(self, v: np.ndarray) -> np.ndarray:
+        """Stock's ``int32(sign(p) * (|p| >> 12))``, ``p = int64(v) * f_v``, as a new int32
+        array: for ``f_v = 2**j`` the truncated shift ``(v + ((v >> 31) & (2**k - 1))) >> k``
+        (``k = 12 - j``; rounds negative values toward zero, no overflow for int32 ``v``),
+        else :func:`_trunc_shift_decay`'s exact float64 product."""
+        k = self.v_shift
+        if k < 0:
+            return _trunc_shift_decay(v, self.f_v, 12)
+        if k == 0:
+            return v.copy()
+        out = np.right_shift(v, 31)
+        out &= (1 << k) - 1
+        out += v
+        out >>= k
+        return out
+
+
 class _FastLifFixedMixin:
     """Speeds up stock ``AbstractPyLifModelFixed`` subclasses, bit-exactly:
 
@@ -338,9 +422,11 @@ class _FastLifFixedMixin:
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self._bias_sources: ty.Optional[tuple] = None
+        self._lean: ty.Optional[_LeanLifPlan] = None
 
     def on_var_update(self) -> None:
         self._bias_sources = None
+        self._lean = None
         super().on_var_update()
 
     def scale_bias(self) -> None:
@@ -350,7 +436,7 @@ class _FastLifFixedMixin:
                 or cached[1] is not srcs[1]:
             super().scale_bias()
             self._bias_sources = srcs
-        else:
+        elif not self.isbiasscaled:   # (the model's __setattr__ costs an ABC check per call)
             self.isbiasscaled = True
 
     @staticmethod
@@ -384,6 +470,9 @@ class _FastLifFixedMixin:
         return f_u, f_v
 
     def subthr_dynamics(self, activation_in: np.ndarray) -> None:
+        plan = self._lean_plan(activation_in)
+        if plan is not None:
+            return self._lean_subthr_dynamics(activation_in, plan)
         factors = self._decay_factors()
         if factors is None:
             return super().subthr_dynamics(activation_in)
@@ -410,6 +499,49 @@ class _FastLifFixedMixin:
         updated_volt = decayed_volt + self.u + self.effective_bias
         self.v[:] = np.clip(updated_volt, neg_voltage_limit, pos_voltage_limit)
         return None
+
+    # -- the lean step: a few in-place int32 operations ------------------------
+    def _lean_plan(self, activation_in: ty.Any) -> ty.Optional[_LeanLifPlan]:
+        """The cached :class:`_LeanLifPlan` if this step may take the lean path, else None.
+
+        Cached against the identity of ``du``, ``dv`` and the effective bias (a Var set
+        through the runtime replaces the object and calls ``on_var_update``); ``du``/``dv``
+        held as (mutable) arrays are never cached."""
+        u, v = self.u, self.v
+        if not (isinstance(activation_in, np.ndarray) and activation_in.dtype in _LEAN_INPUTS
+                and isinstance(u, np.ndarray) and isinstance(v, np.ndarray)
+                and u.dtype == v.dtype == np.int32 and activation_in.shape == u.shape
+                and v.shape == u.shape and u.size and u.flags.c_contiguous
+                and v.flags.c_contiguous):
+            return None
+        plan = self._lean
+        if plan is not None and plan.du is self.du and plan.dv is self.dv \
+                and plan.bias is self.effective_bias:
+            return plan if plan.ok else None
+        plan = _LeanLifPlan.build(self)
+        self._lean = plan
+        return plan if plan.ok else None
+
+    def _lean_subthr_dynamics(self, activation_in: np.ndarray, plan: _LeanLifPlan) -> None:
+        """Stock's sub-threshold update with du = 4095 (no current memory), bit for bit.
+
+        Current: stock computes ``0 + (a << act_shift)`` in int32 and wraps values outside
+        ``(-2**23, 2**23]`` once by 2**24; the wrap runs only when the step's extremes need
+        it. Voltage: ``trunc(v f_v / 4096)`` (``_LeanLifPlan.decay_voltage``) ``+ u + bias``
+        summed in int32 in stock's order (so any int32 wrap is stock's), then stock's clip to
+        ``+-(2**23 - 1)``, written into ``v`` in place."""
+        u, v = self.u, self.v
+        np.copyto(u, np.left_shift(activation_in, self.act_shift), casting="unsafe")
+        m = self.max_uv_val
+        if u.max() > m or u.min() <= -m:       # stock's two-sided wrap, as stock writes it
+            raw = u.copy()
+            wrapped = np.where(raw > m, raw - 2 * m, raw)
+            u[:] = np.where(wrapped <= -m, raw + 2 * m, wrapped)
+        volt = plan.decay_voltage(v)
+        volt += u
+        if plan.bias_nonzero:
+            volt += plan.bias
+        np.core.umath.clip(volt, 1 - m, m - 1, out=v)
 
     def reset_voltage(self, spike_vector: np.ndarray) -> None:
         """Stock: ``v[spike_vector] = 0``; for a same-shape bool mask this is

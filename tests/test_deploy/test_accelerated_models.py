@@ -203,6 +203,78 @@ def test_lif_and_lifreset_model_level_random():
             assert _same(a, b)
 
 
+@pytest.mark.parametrize("dv", [0, 1, 1024, 2048, 3072, 3000, 4094, 4095])
+@pytest.mark.parametrize("reset", [False, True])
+def test_lean_lif_step_equals_stock_at_the_wrap_and_clip_edges(dv, reset):
+    """du = 4095 (no current memory) takes the lean step; it must be stock's bits where
+    stock wraps the current (a << 6 beyond +-2**23, and beyond int32) and clips v."""
+    rng = np.random.default_rng(dv + 7 * reset)
+    n = 64
+    edge = np.array([0, 1, -1, 2 ** 17, 2 ** 17 + 1, -2 ** 17, -2 ** 17 - 1, 2 ** 23 - 1,
+                     -2 ** 23, 2 ** 25, -2 ** 25, 2 ** 31 - 1, -2 ** 31, 131_071, -131_071,
+                     70_000, -70_000], dtype=np.int64)
+    params = {"reset_interval": 3, "reset_offset": 1} if reset else {}
+    classes = (PyLifResetModelBitAcc, PyLifResetModelBitAccAccelerated) if reset \
+        else (PyLifModelBitAcc, PyLifModelBitAccAccelerated)
+    bias_mant = rng.integers(-4096, 4096, n) * (rng.random(n) < 0.5)
+    bias_exp = rng.integers(0, 8, n)
+    models = [_make_lif_model(c, n, 4095, dv, 100, bias_mant, bias_exp, params)
+              for c in classes]
+    v0 = rng.integers(-2 ** 23 + 1, 2 ** 23, n)              # start anywhere in range
+    for m in models:
+        m.v[:] = v0
+    for t in range(12):
+        scale = [2 ** 10, 2 ** 17, 2 ** 18, 2 ** 24][t % 4]
+        a = rng.integers(-scale, scale, n)
+        a[:len(edge)] = rng.permutation(edge) if t % 2 else 0
+        a = a.astype(np.int32)
+        for m in models:
+            m.time_step = t + 1
+            m.a_in.queue.append(a.copy())
+            m.run_spk()
+        for var in ("u", "v"):
+            assert _same(getattr(models[0], var), getattr(models[1], var)), (t, var)
+    for a, b in zip(models[0].s_out.sent, models[1].s_out.sent):
+        assert _same(a, b)
+    assert models[1]._lean is not None and models[1]._lean.ok     # the lean step ran
+
+
+def test_lean_lif_plan_follows_var_updates():
+    """A Var set through the runtime (new object + on_var_update) rebuilds the lean plan:
+    du leaving 4095 falls back to the general path, coming back re-enters the lean one."""
+    n = 8
+    models = [_make_lif_model(c, n, 4095, 2048, 3, np.arange(n) - 4, np.zeros(n), {})
+              for c in (PyLifModelBitAcc, PyLifModelBitAccAccelerated)]
+    acc = models[1]
+    for t, du in enumerate([4095, 4095, 100, 100, 4095, 4095]):
+        for m in models:
+            if m.du != du:
+                m.du = du
+                m.on_var_update()
+            m.a_in.queue.append(np.full(n, 40 * (t + 1) - 90, np.int32))
+            m.run_spk()
+        assert _same(models[0].u, acc.u) and _same(models[0].v, acc.v), t
+        assert (acc._lean is not None and acc._lean.ok) == (du == 4095), t
+
+
+def test_binary_conv_path_equals_stock_and_respects_its_bound():
+    """Binary spikes with R < 2**23 take the one-matmul path; R >= 2**23 must not (stock
+    wraps to 24 bits there)."""
+    rng = np.random.default_rng(3)
+    for lim, groups in ((128, 1), (128, 2), (2 ** 20, 1)):
+        w = rng.integers(-lim, lim, (4, 3, 3, 4 // groups))
+        models = [_make_conv_model(c, w, (5, 6, 4), 1, 1, 1, groups, 0)
+                  for c in (PyConvModelFixed, PyConvModelFixedAccelerated)]
+        for _ in range(4):
+            _step_all(models, (rng.random((5, 6, 4)) < 0.4).astype(np.int32))
+        for a, b in zip(models[0].a_out.sent, models[1].a_out.sent):
+            assert _same(a, b), (lim, groups)
+        assert _same(models[0].a_buf, models[1].a_buf)
+        plan = models[1]._plan
+        assert plan.binary_exact == (plan.mm.bound < 2 ** 23), (lim, plan.mm.bound)
+    assert plan.mm.bound >= 2 ** 23                 # the last case was the wrap case
+
+
 def _stock_decay(x: np.ndarray, f: int, shift: int = 12) -> np.ndarray:
     d = np.int64(x) * f
     d = np.sign(d) * np.right_shift(np.abs(d), shift)

@@ -20,7 +20,7 @@ import pytest
 import deploy.lava.attention as attention_pkg
 from compiler.reference import attention_counts
 from deploy.lava.attention.models import (PySpikingAttentionFixed, PySpikingAttentionFloat,
-                                          attention_products)
+                                          attention_products, lava_layout_products)
 from loihi_numerics import fixed_point as fx
 
 # (heads, D, H, W): d = D / heads channels per head, N = H * W tokens
@@ -71,6 +71,20 @@ def test_graded_and_large_integers_are_exact():
             want = exact.transpose(0, 1, 3, 2).reshape(2, d, h, w)
             got = attention_products(q, k, v, heads)
             assert got.dtype == np.int64 and (got.astype(object) == want).all(), (lim, d)
+
+
+@pytest.mark.parametrize("heads,d,h,w", SHAPES)
+def test_lava_layout_products_equal_the_map_layout_ones(heads, d, h, w):
+    """The fixed model's per-step path (Lava layout in and out, no [D, H, W] round trip)
+    gives attention_products' integers, binary and graded (float32, float64, int64)."""
+    rng = np.random.default_rng(17 * heads + d + 3 * h + w)
+    for lim in (1, 1, 300, 2 ** 18):
+        maps = [rng.integers(0 if lim == 1 else -lim, lim + 1, (d, h, w)) for _ in range(3)]
+        want = fx.to_lava_layout(attention_products(*maps, heads))
+        got = lava_layout_products(*(fx.to_lava_layout(m).astype(np.int32) for m in maps),
+                                   heads)
+        assert got.dtype == np.int64 and got.shape == want.shape
+        assert np.array_equal(got, want), lim
 
 
 def _model(cls, heads, gain, lava_shape, saturation=0):

@@ -59,6 +59,26 @@ def attention_products(q: np.ndarray, k: np.ndarray, v: np.ndarray,
     return out if floating else out.astype(np.int64)
 
 
+def lava_layout_products(q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                         num_heads: int) -> np.ndarray:
+    """:func:`attention_products` of one integer message each, read and written in Lava's
+    ``(W, H, D)`` layout: int64 counts of shape ``(W, H, D)``. The fixed model's per-step
+    path: the token view ``(H, W, D)`` is one transpose away, so each map is converted once
+    (to the exact dtype) and the result once (to int64), instead of going through the
+    compiler's ``[D, H, W]`` layout."""
+    W, H, D = q.shape
+    n, d = H * W, D // num_heads
+    mq, mk, mv = (max_abs_int(a) for a in (q, k, v))
+    dtype = exact_dtype(max(n * d * mq * mk * mv, mq, mk, mv))
+    # (W, H, D) -> tokens (H, W, D) row-major -> heads (heads, N, d), views after one copy
+    qh, kh, vh = (a.transpose(1, 0, 2).astype(dtype, order="C")
+                  .reshape(n, num_heads, d).transpose(1, 0, 2) for a in (q, k, v))
+    kt = kh.swapaxes(-1, -2)
+    out = qh @ (kt @ vh) if d <= n else (qh @ kt) @ vh        # [heads, N, d]
+    return out.transpose(1, 0, 2).astype(np.int64, order="C") \
+        .reshape(H, W, D).transpose(1, 0, 2)
+
+
 class _AbstractAttentionModel(PyLoihiProcessModel):
     q = None
     k = None
@@ -98,14 +118,16 @@ class PySpikingAttentionFixed(_AbstractAttentionModel):
         saturation = int(np.asarray(self.saturation).item())
         if not all(r.any() for r in raw):  # a zero map makes every product 0
             out = np.zeros(raw[0].shape, dtype=np.int64)
+        elif raw[0].ndim == 3 and all(r.dtype.kind in "biu" for r in raw):
+            out = lava_layout_products(*raw, heads)
         else:
             q, k, v = (fx.from_lava_layout(r.astype(np.int64)) for r in raw)
-            counts = attention_products(q, k, v, heads)
-            if saturation:   # larger counts fire the next LIF anyway (the quantizer's proof)
-                counts = np.minimum(counts, saturation)
-            out = fx.to_lava_layout(counts * int(gain))
+            out = fx.to_lava_layout(attention_products(q, k, v, heads))
+        if saturation:   # larger counts fire the next LIF anyway (the quantizer's proof)
+            np.minimum(out, saturation, out=out)
+        out *= int(gain)
         # the int32 channel wraps like every stock fixed-point model's output
-        self.a_out.send(out.astype(np.int32))
+        self.a_out.send(out.astype(np.int32, order="C"))
 
 
 @implements(proc=SpikingAttention, protocol=LoihiProtocol)
@@ -129,4 +151,5 @@ class PySpikingAttentionFloat(_AbstractAttentionModel):
         self.a_out.send(fx.to_lava_layout(attention_products(q, k, v, heads) * float(gain)))
 
 
-__all__ = ["PySpikingAttentionFixed", "PySpikingAttentionFloat", "attention_products"]
+__all__ = ["PySpikingAttentionFixed", "PySpikingAttentionFloat", "attention_products",
+           "lava_layout_products"]
