@@ -163,7 +163,8 @@ def main() -> None:
     budget = args.stock_budget
     rows = []
 
-    conv_cases = [(f"Conv {k}x{k} {c}->{c} on 8x8", k, c, c, 8, k // 2)
+    conv_cases = [("Conv 1x1 64->64 on 4x4", 1, 64, 64, 4, 0)]   # a digits-tiny linear
+    conv_cases += [(f"Conv {k}x{k} {c}->{c} on 8x8", k, c, c, 8, k // 2)
                   for k in (1, 3) for c in (64, 192, 384)]
     conv_cases.append(("Conv 3x3 48->96 on 32x32", 3, 48, 96, 32, 1))
 
@@ -201,7 +202,7 @@ def main() -> None:
         print_row(rows[-1], flush=True)
 
     # LIF (the layer after a conv / MLP)
-    for n in (24576, 98304):
+    for n in (1024, 24576, 98304):     # 1024: a digits-tiny layer (4x4x64)
         data = rng.integers(-300, 300, (n, steps + 1)).astype(np.int32)
         inputs = [data[:, t] for t in range(steps + 1)]
         res = {}

@@ -74,6 +74,7 @@ from loihi_numerics.exact_matmul import (FLOAT32_EXACT_LIMIT,
                                          integral_view, max_abs_int)
 
 PATH_REFERENCE = "reference"
+_BINARY_WEIGHT_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
 def _new_counts() -> ty.Dict[str, int]:
@@ -160,10 +161,6 @@ class _ConvPlan:
         wflip = np.asarray(weight)[:, ::-1, ::-1, :]
         mat = wflip.reshape(G, Og, Kg).transpose(0, 2, 1)      # (G, Kg, Og)
         plan.mm = ExactIntMatmul(mat[0] if G == 1 else mat)
-        # binary input: partial sums stay within R, below float32's 2**24 and stock's wrap
-        # (int32/int64 weights: stock's float64 -> weight-dtype cast is then well defined)
-        plan.binary_exact = (plan.mm.bound < 1 << 23
-                             and weight.dtype in (np.dtype(np.int32), np.dtype(np.int64)))
         plan.identity = (KX == KY == 1 and sx == sy == 1 and px == py == 0
                          and G == 1)
         if not plan.identity:
@@ -190,13 +187,18 @@ class _ConvPlan:
         buf[px:px + X, py:py + Y, :] = x
         return np.take(buf.reshape(-1), self.idx)
 
+    @staticmethod
+    def merge_groups(prod: np.ndarray) -> np.ndarray:
+        """Matmul result -> (P, O): groups' (G, P, Og) side by side."""
+        if prod.ndim == 3:
+            prod = prod.transpose(1, 0, 2).reshape(prod.shape[1], -1)
+        return prod
+
     def to_output(self, prod: np.ndarray) -> np.ndarray:
         """Matmul result -> (Xo, Yo, O) float64 (what stock's scipy returns)."""
-        if prod.ndim == 3:  # groups: (G, P, Og) -> (P, G*Og)
-            prod = prod.transpose(1, 0, 2).reshape(prod.shape[1], -1)
         # C-contiguous float64, like stock's np.zeros output, so the final
         # float64 -> int cast runs the same numpy loop on the same values.
-        return np.ascontiguousarray(prod.reshape(self.out_shape),
+        return np.ascontiguousarray(self.merge_groups(prod).reshape(self.out_shape),
                                     dtype=np.float64)
 
     def abs_matrix64(self) -> np.ndarray:
@@ -245,12 +247,11 @@ class PyConvModelFixedAccelerated(AbstractPyConvModel):
         else:
             s_in = self.s_in.recv().astype(bool)
 
-        if s_in.dtype == np.bool_:
-            plan = self._get_plan(s_in.shape)
-            if plan is not None and plan.binary_exact:
-                self.a_buf = self._binary_conv(plan, s_in)
-                return
-        self.a_buf = self.clamp_precision(self._conv(s_in))
+        plan = self._get_plan(s_in.shape)
+        if plan is not None and plan.binary_exact and s_in.dtype == np.bool_:
+            self.a_buf = self._binary_conv(plan, s_in)
+        else:
+            self.a_buf = self.clamp_precision(self._conv(s_in, plan))
 
     def clamp_precision(self, x: np.ndarray) -> np.ndarray:
         return conv_utils.signed_clamp(x, bits=24)
@@ -271,7 +272,11 @@ class PyConvModelFixedAccelerated(AbstractPyConvModel):
             if plan is not None:
                 plan.sources = srcs  # keep them alive: ids stay unique
                 plan.mm.float32_limit = self.float32_limit
-                plan.binary_exact &= max(plan.mm.bound, 1) < self.float32_limit
+                # binary input: partial sums stay within R, below float32's limit and
+                # stock's 24-bit wrap (int32/int64 weights: stock's float64 -> weight-dtype
+                # cast is then well defined)
+                plan.binary_exact = (max(plan.mm.bound, 1) < min(1 << 23, self.float32_limit)
+                                     and self.weight.dtype in _BINARY_WEIGHT_DTYPES)
                 plan.mm.float64_limit = self.float64_limit
             self._plan, self._plan_key = plan, key
         return self._plan
@@ -283,12 +288,9 @@ class PyConvModelFixedAccelerated(AbstractPyConvModel):
         unchanged: one float32 matmul and stock's cast to the weight dtype."""
         self.path_counts[PATH_FLOAT32] += 1
         prod = np.matmul(plan.im2col(s_in, np.float32), plan.mm.matrix(PATH_FLOAT32))
-        if prod.ndim == 3:  # groups: (G, P, Og) -> (P, G*Og)
-            prod = prod.transpose(1, 0, 2).reshape(prod.shape[1], -1)
-        return prod.astype(self.weight.dtype).reshape(plan.out_shape)
+        return plan.merge_groups(prod).astype(self.weight.dtype).reshape(plan.out_shape)
 
-    def _conv(self, s_in: np.ndarray) -> np.ndarray:
-        plan = self._get_plan(s_in.shape)
+    def _conv(self, s_in: np.ndarray, plan: ty.Optional[_ConvPlan]) -> np.ndarray:
         x = integral_view(s_in) if plan is not None else None
         if x is None:
             return self._reference(s_in)
@@ -359,13 +361,24 @@ class _LeanLifPlan:
     factor in ``1..4096``, stock's 12-bit decay shift and 24-bit state width, and an int32
     effective bias (array) or a Python int. Anything else keeps the general path."""
 
-    __slots__ = ("du", "dv", "bias", "ok", "f_v", "v_shift", "bias_nonzero")
+    __slots__ = ("du", "dv", "bias", "u", "v", "ok", "f_v", "v_shift", "bias_nonzero")
+
+    def current(self, model: "_FastLifFixedMixin") -> bool:
+        """Built from the model's present Var objects (a Var set through the runtime is a new
+        object, and ``on_var_update`` drops the plan anyway)."""
+        return (self.du is model.du and self.dv is model.dv and self.u is model.u
+                and self.v is model.v and self.bias is model.effective_bias)
 
     @classmethod
     def build(cls, model: "_FastLifFixedMixin") -> "_LeanLifPlan":
         plan = cls()
         plan.du, plan.dv, plan.bias = model.du, model.dv, model.effective_bias
+        plan.u, plan.v = u, v = model.u, model.v
         plan.ok, plan.f_v, plan.v_shift, plan.bias_nonzero = False, 0, -1, False
+        if not (isinstance(u, np.ndarray) and isinstance(v, np.ndarray)
+                and u.dtype == v.dtype == np.int32 and v.shape == u.shape and u.size
+                and u.flags.c_contiguous and v.flags.c_contiguous):
+            return plan
         factors = None if isinstance(model.du, np.ndarray) or isinstance(model.dv, np.ndarray) \
             else model._decay_factors()
         bias = model.effective_bias
@@ -504,23 +517,15 @@ class _FastLifFixedMixin:
     def _lean_plan(self, activation_in: ty.Any) -> ty.Optional[_LeanLifPlan]:
         """The cached :class:`_LeanLifPlan` if this step may take the lean path, else None.
 
-        Cached against the identity of ``du``, ``dv`` and the effective bias (a Var set
-        through the runtime replaces the object and calls ``on_var_update``); ``du``/``dv``
-        held as (mutable) arrays are never cached."""
-        u, v = self.u, self.v
-        if not (isinstance(activation_in, np.ndarray) and activation_in.dtype in _LEAN_INPUTS
-                and isinstance(u, np.ndarray) and isinstance(v, np.ndarray)
-                and u.dtype == v.dtype == np.int32 and activation_in.shape == u.shape
-                and v.shape == u.shape and u.size and u.flags.c_contiguous
-                and v.flags.c_contiguous):
+        Cached against the identity of the Vars it reads (:meth:`_LeanLifPlan.current`);
+        ``du``/``dv`` held as (mutable) arrays never qualify. Per step only the input's
+        dtype and shape are checked."""
+        if not (isinstance(activation_in, np.ndarray) and activation_in.dtype in _LEAN_INPUTS):
             return None
         plan = self._lean
-        if plan is not None and plan.du is self.du and plan.dv is self.dv \
-                and plan.bias is self.effective_bias:
-            return plan if plan.ok else None
-        plan = _LeanLifPlan.build(self)
-        self._lean = plan
-        return plan if plan.ok else None
+        if plan is None or not plan.current(self):
+            plan = self._lean = _LeanLifPlan.build(self)
+        return plan if plan.ok and activation_in.shape == plan.u.shape else None
 
     def _lean_subthr_dynamics(self, activation_in: np.ndarray, plan: _LeanLifPlan) -> None:
         """Stock's sub-threshold update with du = 4095 (no current memory), bit for bit.

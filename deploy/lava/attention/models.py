@@ -44,17 +44,11 @@ def attention_products(q: np.ndarray, k: np.ndarray, v: np.ndarray,
     product (exact integers too when the inputs are binary: every value < 2**53).
     """
     shape = q.shape[-3:]
-    qh, kh, vh = (layout.split_heads(layout.map_to_tokens(a), num_heads) for a in (q, k, v))
-    n, d = qh.shape[-2], qh.shape[-1]                       # tokens, channels per head
+    heads = [layout.split_heads(layout.map_to_tokens(a), num_heads) for a in (q, k, v)]
     floating = q.dtype.kind == "f"
-    if floating:
-        dtype = np.float64
-    else:
-        mq, mk, mv = (max_abs_int(np.asarray(a)) for a in (q, k, v))
-        dtype = exact_dtype(max(n * d * mq * mk * mv, mq, mk, mv))
-    qh, kh, vh = (a.astype(dtype) for a in (qh, kh, vh))
-    kt = kh.swapaxes(-1, -2)
-    out = qh @ (kt @ vh) if d <= n else (qh @ kt) @ vh       # [..., heads, N, d]
+    n, d = heads[0].shape[-2], heads[0].shape[-1]                  # tokens, channels per head
+    dtype = _product_dtype(n, d, q, k, v)
+    out = _head_products(*(a.astype(dtype) for a in heads))
     out = layout.tokens_to_map(layout.merge_heads(out), shape)
     return out if floating else out.astype(np.int64)
 
@@ -68,15 +62,32 @@ def lava_layout_products(q: np.ndarray, k: np.ndarray, v: np.ndarray,
     compiler's ``[D, H, W]`` layout."""
     W, H, D = q.shape
     n, d = H * W, D // num_heads
-    mq, mk, mv = (max_abs_int(a) for a in (q, k, v))
-    dtype = exact_dtype(max(n * d * mq * mk * mv, mq, mk, mv))
-    # (W, H, D) -> tokens (H, W, D) row-major -> heads (heads, N, d), views after one copy
-    qh, kh, vh = (a.transpose(1, 0, 2).astype(dtype, order="C")
-                  .reshape(n, num_heads, d).transpose(1, 0, 2) for a in (q, k, v))
-    kt = kh.swapaxes(-1, -2)
-    out = qh @ (kt @ vh) if d <= n else (qh @ kt) @ vh        # [heads, N, d]
+    # (W, H, D) -> tokens (H, W, D) row-major (one copy, in the exact dtype) -> heads
+    # (heads, N, d) as a view
+    tokens = [a.transpose(1, 0, 2) for a in (q, k, v)]
+    dtype = _product_dtype(n, d, q, k, v)
+    out = _head_products(*(t.astype(dtype, order="C").reshape(n, num_heads, d)
+                           .transpose(1, 0, 2) for t in tokens))      # [heads, N, d]
     return out.transpose(1, 0, 2).astype(np.int64, order="C") \
         .reshape(H, W, D).transpose(1, 0, 2)
+
+
+def _product_dtype(n: int, d: int, q: np.ndarray, k: np.ndarray, v: np.ndarray):
+    """float64 for float maps; else the cheapest dtype in which every partial sum of either
+    association is exact, from the bound ``N d max|q| max|k| max|v|`` (N tokens, d channels
+    per head)."""
+    if q.dtype.kind == "f":
+        return np.float64
+    mq, mk, mv = (max_abs_int(np.asarray(a)) for a in (q, k, v))
+    return exact_dtype(max(n * d * mq * mk * mv, mq, mk, mv))
+
+
+def _head_products(qh: np.ndarray, kh: np.ndarray, vh: np.ndarray) -> np.ndarray:
+    """``Q.K^T.V`` per head (``[..., heads, N, d]``) in the cheaper association:
+    ``Q.(K^T.V)`` costs ``N d^2`` multiply-adds, ``(Q.K^T).V`` ``N^2 d``."""
+    n, d = qh.shape[-2], qh.shape[-1]
+    kt = kh.swapaxes(-1, -2)
+    return qh @ (kt @ vh) if d <= n else (qh @ kt) @ vh
 
 
 class _AbstractAttentionModel(PyLoihiProcessModel):
