@@ -150,7 +150,10 @@ OPS: Dict[str, OpSpec] = {s.name: s for s in (
            attrs=(required("stride", "int_or_pair"), required("padding", "int_or_pair"),
                   required("groups", "int"),
                   optional("weight_exp", "int", 0, at=frozenset({QUANTIZED})),
-                  optional("graded_input", "bool", False, at=frozenset({QUANTIZED})))),
+                  optional("graded_input", "bool", False, at=frozenset({QUANTIZED})),
+                  # a token mean composed with a conv (distribute_membrane): quantize rounds
+                  # its kernel along the token positions
+                  optional("token_mean", "bool", False))),
     OpSpec("batchnorm", frozenset({FLOAT}), "eval-mode BatchNorm per channel",
            params=("gamma", "beta", "mean", "var"), attrs=(required("eps", "float"),),
            removed_by="fold_batchnorm"),

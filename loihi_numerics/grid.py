@@ -88,13 +88,15 @@ def state_limit(dv: int) -> int:
 def layer_grid(name: str, *, w_abs_max: float, w_row_abs_sum_max: float, b_abs_max: float,
                fan_in: int, x_max: float, tau: float, v_threshold: float,
                input_levels: float = 1.0, spike_if: str = ">=",
-               limit: int = STATE_LIMIT) -> LayerGrid:
+               limit: int = STATE_LIMIT, rounding_slack: float = 0.5) -> LayerGrid:
     """The largest valid grid for a layer with these float (folded) weight statistics.
 
     ``w_*`` are of the float weights W acting on the float input; the layer's integer input
     is ``k * x`` with k = ``input_levels`` and its largest magnitude is ``x_max`` (integers).
     ``spike_if``: the float neuron's rule; ``limit``: the bound on 64 A + B
-    (``state_limit(dv)``; the default is right for tau <= 2).
+    (``state_limit(dv)``; the default is right for tau <= 2); ``rounding_slack``: the most
+    one integer weight can differ from its scaled float (1/2 for rounding to nearest, 1 for
+    :func:`round_along_positions`).
     """
     if not (tau > 1 and v_threshold > 0):
         raise GridError(f"layer '{name}': tau {tau} / V_th {v_threshold} out of range")
@@ -106,8 +108,9 @@ def layer_grid(name: str, *, w_abs_max: float, w_row_abs_sum_max: float, b_abs_m
         limits["weights"] = WEIGHT_MANT_MAX * 64 * tau * k / w_abs_max
     if b_abs_max > 0:
         limits["bias"] = BIAS_MAX * tau / b_abs_max
-    # 64 A + B with A <= x_max * (S/(64 tau k) * sum|W| + fan_in/2), B <= S b/tau + 64
-    slack = 32.0 * fan_in * x_max + 64.0
+    # 64 A + B with A <= x_max * (S/(64 tau k) * sum|W| + fan_in * rounding_slack),
+    # B <= S b/tau + 64
+    slack = 64.0 * rounding_slack * fan_in * x_max + 64.0
     per_scale = (x_max * w_row_abs_sum_max / k + b_abs_max) / tau
     if per_scale > 0:
         limits["state"] = (limit - 1 - slack) / per_scale
@@ -123,6 +126,25 @@ def layer_grid(name: str, *, w_abs_max: float, w_row_abs_sum_max: float, b_abs_m
                         "layer's weights/bias are too large relative to its threshold for "
                         "Loihi's 24-bit state")
     return LayerGrid(scale_for_vth(vth, v_threshold, spike_if), vth, reason)
+
+
+def round_along_positions(scaled):
+    """Integers for a full-map kernel ``[..., positions]`` (in weight steps): each one the
+    difference of consecutive rounded prefix sums, so every prefix sum -- and so the kernel's
+    response to any run of consecutive active positions -- is within 1/2 step of the float
+    one (per weight within 1 step; never more than ``floor(|w|) + 1``).
+
+    Why: a token mean composed with a conv (compiler/passes/distribute_membrane.py) spreads a
+    weight W over N positions as W/N. Rounding each copy alike errs the same way at every
+    active token, so the error grows with the number of spiking tokens; here it stays below
+    one step per run of consecutive ones. Shared by the compiler and QAT (same float64 in,
+    same integers out).
+    """
+    import numpy as np
+
+    x = np.asarray(scaled, dtype=np.float64)
+    prefix = np.round(np.cumsum(x, axis=-1))
+    return np.diff(prefix, axis=-1, prepend=0.0).astype(np.int64)
 
 
 def bias_exponent(bias_int_abs: float) -> int:

@@ -217,8 +217,16 @@ def _table(report: dict) -> str:
         for name, info in layers.items():
             lines.append(f"{name:<30} {100 * info['agreement']:>13.3f} %  "
                          f"{info['rate_float']:.3f}/{info['rate_reference']:.3f}    "
-                         f"{100 * info.get('weight_error', 0):>7.3f} %  {info['limited_by']}")
+                         f"{100 * info.get('weight_error', 0):>7.3f} %  {info['limited_by']}"
+                         + _token_sums(info))
     return "\n".join(lines)
+
+
+def _token_sums(info: dict) -> str:
+    """A token-pooled layer's error that matters (its weights are rounded along the tokens:
+    per weight up to a step, per channel's sum over the tokens within half a step)."""
+    error = info.get("position_sum_error")
+    return "" if error is None else f"  (token sums {100 * error:.3f} %)"
 
 
 def _check_source_flags(args: argparse.Namespace, source: Path) -> None:

@@ -12,13 +12,14 @@ compiler/passes/quantize.py) and what this module trains on, layer for layer:
   rounded once (biases to whole steps: every reader's sum stays on the grid), and each
   reader's sum passes the compiler's 13-bit mantissa / 3-bit exponent rounding;
 - ``head_lif`` reads the token mean of the stream: each term's conv composed with the mean
-  (a kernel covering the map) on the head's own grid.
+  (a kernel covering the map) on the head's own grid, rounded along the positions as the
+  compiler rounds it (``loihi_numerics.grid.round_along_positions``).
 
 ``snap_to_grid`` writes the rounded weights of single layers and stream terms back into the
 checkpoint (so the compiler, given the hints, re-derives exactly these integers) and returns
 the hints: one threshold per LIF. The head's composed kernels are re-composed by the compiler
-from the snapped weights in float64 (here float32): a rounding can differ only where a
-composed weight lies within float error of a half step.
+from the snapped weights in float64 (here in float64 from the float32 weights): a rounding
+can differ only where a prefix sum of composed weights lies within float error of a half step.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from loihi_numerics.grid import LayerGrid, bias_exponent, input_span, layer_grid
+from loihi_numerics.grid import (LayerGrid, bias_exponent, input_span, layer_grid,
+                                 round_along_positions)
 from .qat import _FakeQuantHead, _FakeQuantLayer, _ste_round
 from .spike_driven import ConvBN, SpikeDrivenTransformer
 
@@ -53,11 +55,29 @@ def _bias_on_grid(b: torch.Tensor, step: float) -> torch.Tensor:
     return _ste_round(b / unit) * unit
 
 
-def _joint_grid(name: str, weights: List[torch.Tensor], bias: torch.Tensor, lif) -> LayerGrid:
+def _joint_grid(name: str, weights: List[torch.Tensor], bias: torch.Tensor, lif,
+                rounding_slack: float = 0.5) -> LayerGrid:
     rows = torch.cat([_rows(w) for w in weights], dim=1)
     return layer_grid(name, w_abs_max=float(rows.max()), w_row_abs_sum_max=float(rows.sum(1).max()),
                       b_abs_max=float(bias.detach().abs().max()), fan_in=rows.shape[1],
-                      x_max=1.0, tau=lif.tau, v_threshold=lif.v_threshold, input_levels=1.0)
+                      x_max=1.0, tau=lif.tau, v_threshold=lif.v_threshold, input_levels=1.0,
+                      rounding_slack=rounding_slack)
+
+
+def _head_grid(kernels: List[torch.Tensor], bias: torch.Tensor, lif) -> LayerGrid:
+    """The head's grid: its full-map kernels are rounded along their positions (one step of
+    slack per weight; compiler.passes.quantize.WeightRounding)."""
+    positions = kernels[0].shape[-2] * kernels[0].shape[-1]
+    return _joint_grid("head_lif", kernels, bias, lif, 1.0 if positions > 1 else 0.5)
+
+
+def _round_head_kernel(k: torch.Tensor, step: float) -> torch.Tensor:
+    """``k`` on the head's grid as the compiler rounds it (along the positions, in float64),
+    with a straight-through gradient."""
+    scaled = (k.detach().double() / step).cpu().numpy()
+    ints = round_along_positions(scaled.reshape(*scaled.shape[:2], -1)).reshape(scaled.shape)
+    k_q = torch.from_numpy(ints * step).to(dtype=k.dtype, device=k.device)
+    return k + (k_q - k).detach()
 
 
 class _FakeQuantConvBN:
@@ -165,14 +185,15 @@ class _FakeQuantStream:
         kernels, lif = [], self.model.head_lif
         for (module, spikes), (w_q, _) in zip(terms, quantized):
             side = spikes.shape[-2:]
-            kernels.append(token_mean_kernel(w_q, module.conv, tuple(side), tuple(side)))
+            kernels.append(token_mean_kernel(w_q.double(), module.conv, tuple(side),
+                                             tuple(side)))
         bias = sum(b for _, b in quantized[:len(terms)])
-        grid = _joint_grid("head_lif", kernels, bias, lif)
+        grid = _head_grid(kernels, bias, lif)
         step = grid.weight_step(lif.tau)
         acc = None
         for (module, spikes), k in zip(terms, kernels):
             t = spikes.shape[0]
-            y = F.conv2d(spikes.flatten(0, 1), _ste_round(k / step) * step)
+            y = F.conv2d(spikes.flatten(0, 1), _round_head_kernel(k, step).to(spikes.dtype))
             y = y.reshape(t, -1, *y.shape[1:])
             acc = y if acc is None else acc + y
         return acc + _bias_on_grid(bias, grid.bias_step(lif.tau)).reshape(1, 1, -1, 1, 1)
@@ -187,10 +208,10 @@ class _FakeQuantStream:
     @torch.no_grad()
     def head_vth(self, x_shape_hw: Tuple[int, int]) -> int:
         quantized, _ = self.quantized_terms()
-        kernels = [token_mean_kernel(w, m.conv, x_shape_hw, x_shape_hw)
+        kernels = [token_mean_kernel(w.double(), m.conv, x_shape_hw, x_shape_hw)
                    for m, (w, _) in zip(self.terms, quantized)]
         bias = sum(b for _, b in quantized)
-        return _joint_grid("head_lif", kernels, bias, self.model.head_lif).vth
+        return _head_grid(kernels, bias, self.model.head_lif).vth
 
 
 def _readers(model: SpikeDrivenTransformer) -> Dict[str, int]:

@@ -13,7 +13,8 @@ term's conv into one conv whose kernel covers the term's input map:
     W'[d, c, p] = (1 / N_out) * sum over the output positions o whose window holds p of
                   W[d, c, p - o * stride + padding]
 
-Copies are named ``<reader>.from.<conv>`` (``...mean`` for a composed one). ``sum`` nodes
+Copies are named ``<reader>.from.<conv>`` (``...mean`` for a composed one, which also carries
+the attr ``token_mean``: the quantizer rounds its kernel along the token positions). ``sum`` nodes
 whose inputs are spikes (Spikformer's residual stream) are left alone: only sums of conv
 outputs are membrane streams. Afterwards no ``token_mean`` and no membrane ``sum`` remain;
 every conv2d feeds exactly one LIF (what the quantize pass maps onto one integer grid).
@@ -91,7 +92,7 @@ def _copy(graph: Graph, reader: Node, conv: Node, mean: bool) -> Node:
                     dict(conv.attrs))
     params["weight"] = token_mean_weight(conv, graph[conv.inputs[0]].shape)
     return Node(name, "conv2d", list(conv.inputs), (conv.shape[0], 1, 1), params,
-                {**conv.attrs, "stride": [1, 1], "padding": [0, 0]})
+                {**conv.attrs, "stride": [1, 1], "padding": [0, 0], "token_mean": True})
 
 
 def distribute_membrane(graph: Graph) -> Graph:

@@ -44,7 +44,8 @@ import numpy as np
 from loihi_numerics.constants import V_MAX
 from loihi_numerics.grid import (BIAS_MAX, DECAY_UNITY, STATE_LIMIT, VTH_MAX,
                                          WEIGHT_MANT_MAX, GridError, LayerGrid, bias_exponent,
-                                         layer_grid, lif_decay, scale_for_vth, state_limit)
+                                         layer_grid, lif_decay, round_along_positions,
+                                         scale_for_vth, state_limit)
 
 from ..encoding import max_count, normalisation
 from ..interpreter import Interpreter
@@ -154,9 +155,67 @@ def value_bounds(graph: Graph) -> Dict[str, float]:
 
 
 # -- per-layer parameter mapping ---------------------------------------------------------------
+def token_mean_positions(conv: Node, in_shape) -> Optional[int]:
+    """Positions of a token mean composed with a conv (``token_mean`` set by
+    ``distribute_membrane``: one output position, a kernel covering its whole unpadded input
+    map), else None."""
+    if not attr(conv, "token_mean"):
+        return None
+    kh, kw = conv.params["weight"].shape[2:]
+    ph, pw = pair(conv.attrs["padding"], f"node '{conv.name}'", "padding")
+    if not (tuple(conv.shape[1:]) == (1, 1) and (ph, pw) == (0, 0)
+            and tuple(in_shape[1:]) == (kh, kw) and int(conv.attrs.get("groups", 1)) == 1):
+        raise _fail(conv, f"marked token_mean, but its {kh}x{kw} kernel does not cover its "
+                          f"input map {list(in_shape)} onto one position without padding")
+    return kh * kw
+
+
+class WeightRounding:
+    """How a LIF's float weights (in weight steps) become integers: to nearest, except the
+    token-mean kernels (:func:`token_mean_positions`), rounded along their positions
+    (``loihi_numerics.grid.round_along_positions``: a pooled weight spread over N tokens
+    errs by at most 1/2 step over any run of consecutive tokens, not by up to N/2 steps).
+
+    ``parts``: per conv feeding the LIF, in input order, its columns per output channel
+    (C * kh * kw) and its positions (None: not a token mean)."""
+
+    def __init__(self, parts: List[tuple]):
+        self.parts = parts
+        self.along_positions = any(p is not None for _, p in parts)
+        self.slack = 1.0 if self.along_positions else 0.5   # most |w_int - scaled| per weight
+
+    def __call__(self, scaled: np.ndarray) -> np.ndarray:
+        rows = scaled.reshape(scaled.shape[0], -1)
+        pieces, start = [], 0
+        for columns, positions in self.parts:
+            piece = rows[:, start:start + columns]
+            start += columns
+            if positions is None:
+                pieces.append(np.round(piece).astype(np.int64))
+            else:
+                by_channel = piece.reshape(piece.shape[0], -1, positions)
+                pieces.append(round_along_positions(by_channel).reshape(piece.shape))
+        return np.concatenate(pieces, axis=1).reshape(scaled.shape)
+
+    def position_sum_error(self, w: np.ndarray, approx: np.ndarray) -> Optional[float]:
+        """Relative error of the token-mean kernels' per-channel sums over their positions
+        (the response to a map of all-active tokens), None without such kernels."""
+        if not self.along_positions:
+            return None
+        rows, rows_q = w.reshape(w.shape[0], -1), approx.reshape(w.shape[0], -1)
+        ref, got, start = [], [], 0
+        for columns, positions in self.parts:
+            if positions is not None:
+                shape = (w.shape[0], -1, positions)
+                ref.append(rows[:, start:start + columns].reshape(shape).sum(-1))
+                got.append(rows_q[:, start:start + columns].reshape(shape).sum(-1))
+            start += columns
+        return _rel_err(np.concatenate(ref, 1), np.concatenate(got, 1))
+
+
 def _grid_for(conv: Node, lif: Node, w: np.ndarray, b: np.ndarray, x_max: float, levels: float,
               observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int],
-              limit: int) -> LayerGrid:
+              limit: int, rounding_slack: float) -> LayerGrid:
     tau, v_th, _, rule = lif_attrs(lif)
     if hint is not None:
         # a hint is used as given, so it must be a threshold Loihi can hold (and >= 1, as
@@ -174,13 +233,15 @@ def _grid_for(conv: Node, lif: Node, w: np.ndarray, b: np.ndarray, x_max: float,
         return layer_grid(lif.name, w_abs_max=float(rows.max(initial=0.0)),
                           w_row_abs_sum_max=row_sum, b_abs_max=float(np.abs(b).max(initial=0.0)),
                           fan_in=rows.shape[1], x_max=x_max, tau=tau, v_threshold=v_th,
-                          input_levels=levels, spike_if=rule, limit=limit)
+                          input_levels=levels, spike_if=rule, limit=limit,
+                          rounding_slack=rounding_slack)
     except GridError as e:
         raise IRError(str(e)) from None
 
 
 def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
-                        observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int]):
+                        observed_wx: Optional[float], opts: QuantizeOptions, hint: Optional[int],
+                        rounding: WeightRounding):
     """Integer weights for ``conv`` and Loihi parameters for ``lif`` on the layer's grid.
 
     The generalised LIF's input gain r multiplies W and b (r X = r W x + r b); its decay is
@@ -201,8 +262,9 @@ def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
                                                      f"'{lif.name}')" if r != 1 else "")
     if observed_wx is not None:
         observed_wx = observed_wx * r
-    grid = _grid_for(conv, lif, w, b, x_max, levels, observed_wx, opts, hint, limit)
-    w_int = np.round(w / grid.weight_step(tau, levels)).astype(np.int64)
+    grid = _grid_for(conv, lif, w, b, x_max, levels, observed_wx, opts, hint, limit,
+                     rounding.slack)
+    w_int = rounding(w / grid.weight_step(tau, levels))
     bias_v = np.round(b / grid.bias_step(tau))
     try:
         exp = np.array([bias_exponent(abs(v)) for v in bias_v], dtype=np.int64)
@@ -220,7 +282,7 @@ def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
         # the bound the calibrated grid was chosen for (layer_grid): margin * the observed
         # max |W.x| on the float weights, plus the weights' rounding slack
         calibrated_a = (observed_wx * opts.margin * grid.scale / (64.0 * tau)
-                        + rows_int.shape[1] * x_max / 2.0)
+                        + rows_int.shape[1] * x_max * rounding.slack)
         if calibrated_a < worst_a:
             worst_a, bound_kind = calibrated_a, "calibrated"
     worst_b = float(np.abs(mant << exp).max(initial=0))
@@ -235,6 +297,9 @@ def _quantize_lif_layer(conv: Node, lif: Node, x_max: float, levels: float,
             "decay_exact": decay_exact,
             "weight_error": _rel_err(w, w_int * grid.weight_step(tau, levels)),
             "bias_error": _rel_err(b, (mant << exp) * grid.bias_step(tau))}
+    sum_error = rounding.position_sum_error(w, w_int * grid.weight_step(tau, levels))
+    if sum_error is not None:   # per weight up to a step, per channel's token sum < 1/2
+        info["position_sum_error"] = sum_error
     if not decay_exact:  # never silently: the realised time constant and decay factor
         info.update(dv=dv, tau_loihi=tau_loihi,
                     decay_error=abs((1.0 - dv / DECAY_UNITY) - (1.0 - 1.0 / tau)))
@@ -423,7 +488,8 @@ class Quantizer:
             raise _fail(conv, "a graded image input must be the conv's only input")
         observed = None if self.calibration is None else self.calibration.get(conv.name)
         w_int, lif_params, info = _quantize_lif_layer(
-            conv, lif, x_max, levels, observed, self.options, self.hints.get(lif.name))
+            conv, lif, x_max, levels, observed, self.options, self.hints.get(lif.name),
+            self._rounding([conv]))
         self._emit_conv(conv, w_int)
         self.layers[lif.name] = {"input": conv.name, **info}
         self.pending_lif[lif.name] = lif_params
@@ -444,7 +510,8 @@ class Quantizer:
                      {"weight": np.concatenate(rows, axis=1)[:, :, None, None], "bias": bias},
                      {"stride": [1, 1], "padding": [0, 0], "groups": 1})
         w_int, lif_params, info = _quantize_lif_layer(
-            joint, lif, 1.0, 1.0, None, self.options, self.hints.get(lif.name))
+            joint, lif, 1.0, 1.0, None, self.options, self.hints.get(lif.name),
+            self._rounding(convs))
         w_int = w_int.reshape(w_int.shape[0], -1)
         start = 0
         for conv, r in zip(convs, rows):
@@ -454,6 +521,12 @@ class Quantizer:
         self.layers[lif.name] = {"input": convs[0].name, "inputs": [c.name for c in convs],
                                  **info}
         self.pending_lif[lif.name] = lif_params
+
+    def _rounding(self, convs: List[Node]) -> WeightRounding:
+        w = [c.params["weight"] for c in convs]
+        return WeightRounding([(int(np.prod(wi.shape[1:])),
+                                token_mean_positions(c, self.graph[c.inputs[0]].shape))
+                               for c, wi in zip(convs, w)])
 
     def _emit_conv(self, conv: Node, w_int: np.ndarray) -> None:
         self.emit(Node(conv.name, "conv2d", conv.inputs, conv.shape,

@@ -32,8 +32,9 @@ ENERGY_METHOD = (f"paper (Zhou et al. 2023): E = {E_MAC_PJ} pJ x FLOPs(first con
 def _quantization_table(quantized: Graph, layers: Dict[str, dict]) -> Dict[str, dict]:
     out = {}
     for name, info in quantized.meta.get("quantization", {}).get("layers", {}).items():
-        row = {k: info[k] for k in ("scale", "vth", "limited_by", "weight_error", "bias_error",
-                                    "gain", "exact") if k in info}
+        row = {k: info[k] for k in ("scale", "vth", "limited_by", "weight_error",
+                                    "position_sum_error", "bias_error", "gain", "exact")
+               if k in info}
         row["agreement"] = layers.get(name, {}).get("agreement")
         out[name] = row
     for node in quantized.by_op("affine"):

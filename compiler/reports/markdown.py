@@ -64,7 +64,9 @@ def _quantization(report: dict) -> List[str]:
              "| layer | weight error | bias error | spike agreement float vs ref | limited by |",
              "|---|---|---|---|---|"]
     for name, q in report["quantization"].items():
-        lines.append(f"| {name} | {_pct(q.get('weight_error'), 3)} | "
+        sums = q.get("position_sum_error")   # token-pooled kernels: rounded along the tokens
+        sums = "" if sums is None else f" (token sums {_pct(sums, 3)})"
+        lines.append(f"| {name} | {_pct(q.get('weight_error'), 3)}{sums} | "
                      f"{_pct(q.get('bias_error'), 3)} | {_pct(q.get('agreement'), 3)} | "
                      f"{q.get('limited_by', '–')} |")
     return lines

@@ -683,3 +683,58 @@ def test_hints_of_another_model_quote_no_command_line():
                                       r"quantization-aware training on this model") as e:
         quantize(g)
     assert "--" not in str(e.value) and "spikeform-" not in str(e.value)
+
+
+def _pooled_graph(weight: np.ndarray, padding: int = 0, t: int = 2, token_mean: bool = True):
+    """Spikes (C, 7, 7) -> one conv onto (D, 1, 1) -> lif: with padding 0 and a 7x7 kernel
+    what distribute_membrane makes of a token mean (``token_mean`` marks it)."""
+    d, c, k, _ = weight.shape
+    side = k - 2 * padding
+    return _graph([Node("input", "input", [], (c, side, side), {}, {"encoding": "spikes"}),
+                   Node("c", "conv2d", ["input"], (d, 1, 1), {"weight": weight},
+                        {"stride": [1, 1], "padding": [padding, padding], "groups": 1,
+                         "token_mean": token_mean}),
+                   Node("l", "lif", ["c"], (d, 1, 1), {}, {"tau": 2.0, "v_threshold": 1.0}),
+                   *_tail("l", d, 2)], t=t)
+
+
+HINT = 64                                   # S = 64 * 64 + 1: weight step 128 / S
+STEP = 128 / (64 * HINT + 1)
+
+
+def _quantized_pool(weight, **kw):
+    g = _pooled_graph(weight, **kw)
+    g.meta["loihi_hints"] = {"vth": {"l": HINT}}
+    return quantize(g)
+
+
+def test_a_token_mean_kernel_is_rounded_along_its_positions():
+    """A token-pooled weight spread over 49 positions: on a grid where each copy is 0.4 or
+    0.6 steps, rounding each copy would be off by up to 49/2 steps over the map; along the
+    positions every per-channel prefix sum is the rounded float prefix sum, and the report
+    carries the per-channel sum error beside the per-weight one."""
+    rng = np.random.default_rng(3)
+    scaled = rng.choice([0.4, 0.6, -0.4, 1.3], size=(3, 2, 1, 1)) * np.ones((3, 2, 7, 7))
+    q = _quantized_pool(scaled * STEP)
+    w_int = q["c"].params["weight"].astype(np.int64).reshape(3, 2, 49)
+    flat = scaled.reshape(3, 2, 49)
+    assert np.abs(np.cumsum(w_int, -1) - np.cumsum(flat, -1)).max() <= 0.5 + 1e-9
+    assert not np.array_equal(w_int, np.round(flat))
+    info = _layers(q)["l"]
+    assert info["position_sum_error"] < 0.5 / np.abs(flat.sum(-1)).min()
+    assert info["position_sum_error"] < info["weight_error"]
+    assert q["c"].attrs["token_mean"] is True
+
+
+def test_other_kernels_are_rounded_to_nearest():
+    """A learned full-map kernel (a foreign NIR Conv2d over its whole map) is not a token
+    mean: each weight to nearest, as every other conv."""
+    q = _quantized_pool(np.full((2, 1, 7, 7), 0.4 * STEP), token_mean=False)
+    assert not q["c"].params["weight"].any()          # 0.4 steps round to 0 everywhere
+    assert "position_sum_error" not in _layers(q)["l"]
+
+
+def test_a_token_mean_mark_on_a_kernel_that_is_not_one_is_refused():
+    w = np.full((2, 1, 5, 5), 0.4 * STEP)             # 5x5, padding 1 on a 3x3 map
+    with pytest.raises(IRError, match=r"layer 'c' \(conv2d\): marked token_mean.*\[1, 3, 3\]"):
+        _quantized_pool(w, padding=1)

@@ -332,3 +332,47 @@ def test_state_limit_keeps_slow_decays_inside_24_bits():
     g_slow = _grid(w_abs_max=0.01, w_row_abs_sum_max=50.0, x_max=1.0, tau=16.0,
                    limit=state_limit(256))
     assert g_fast.limited_by == g_slow.limited_by == "state" and g_slow.scale < g_fast.scale
+
+
+# -- rounding a full-map (token-pooled) kernel along its positions ----------------------------
+@HYP
+@given(st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=1, max_size=60))
+def test_rounding_along_positions_keeps_every_run_within_one_step(values):
+    """Each prefix sum is the rounded float prefix sum, so any run of consecutive positions
+    (a contiguous block of active tokens) errs by at most one step; each weight by at most
+    one step, and never beyond floor(|x|) + 1 (an 8-bit mantissa stays 8-bit)."""
+    from loihi_numerics.grid import round_along_positions
+
+    x = np.array(values, dtype=np.float64)
+    w = round_along_positions(x[None, None, :])[0, 0]
+    assert w.dtype == np.int64
+    prefix_err = np.cumsum(w) - np.cumsum(x)
+    assert np.abs(prefix_err).max() <= 0.5 + 1e-12
+    for a in range(len(x)):
+        for b in range(a + 1, len(x) + 1):
+            assert abs(int(w[a:b].sum()) - float(x[a:b].sum())) <= 1.0 + 1e-12
+    assert np.all(np.abs(w) <= np.floor(np.abs(x)) + 1)
+
+
+def test_rounding_along_positions_beats_rounding_each_copy_of_a_pooled_weight():
+    """A weight 0.4 spread over 49 tokens: rounding each copy gives 0 (the kernel is dead);
+    along the positions it keeps the pooled sum round(49 * 0.4) = 20 and spaces the ones."""
+    from loihi_numerics.grid import round_along_positions
+
+    w = round_along_positions(np.full((1, 1, 49), 0.4))[0, 0]
+    assert np.round(np.full(49, 0.4)).sum() == 0
+    assert int(w.sum()) == 20 and set(w.tolist()) == {0, 1}
+    assert all(abs(int(w[:n].sum()) - 0.4 * n) <= 0.5 for n in range(1, 50))
+
+
+def test_a_larger_rounding_slack_never_raises_the_scale():
+    """The state bound counts the rounding slack per weight: rounding along positions (slack
+    1) gets a scale no larger than rounding to nearest (1/2), smaller where the state binds."""
+    kw = dict(w_abs_max=0.01, w_row_abs_sum_max=20.0, b_abs_max=0.0, fan_in=20000, x_max=1.0,
+              tau=2.0, v_threshold=1.0)
+    near, along = layer_grid("l", **kw), layer_grid("l", **kw, rounding_slack=1.0)
+    assert near.limited_by == along.limited_by == "state"
+    assert along.scale < near.scale
+    # re-derived: 64 A + B < 2^22 with A = S sum|W| / (64 tau) + fan_in * slack
+    for g, slack in ((near, 0.5), (along, 1.0)):
+        assert 64 * (g.scale * 20.0 / 128 + 20000 * slack) + 64 < STATE_LIMIT
