@@ -159,3 +159,28 @@ def test_parts_selection(capsys):
         main(["--only", "compile,bogus"])
     assert exc.value.code == 2
     assert "unknown part(s) bogus" in capsys.readouterr().err
+
+
+@pytest.mark.lava
+def test_lava_profile_accounts_for_every_process_and_changes_no_result(capsys):
+    """benchmarks/lava_profile.py: every Lava process of the run (and of its wired floor)
+    reports its CPU for every step, the parts add up, and the instrumented run's logits still
+    equal the reference executor's."""
+    from benchmarks import lava_profile
+    from benchmarks.workloads import load_workload
+    from deploy.lava import lower
+
+    out = lava_profile.profile_checkpoint("test-micro", 2)
+    assert out["logits_equal_reference"]
+    processes = len(lower(load_workload("test-micro", 2).graph).stages)
+    for key in ("lava_sim", "wired_floor"):
+        kinds = out[key]["kinds"]
+        assert sum(k["processes"] for k in kinds.values()) == processes, key
+        for name, k in kinds.items():
+            assert k["cpu_ms"] >= k["step_ms"] > 0, (key, name)
+            assert k["step_ms"] == pytest.approx(k["ports_ms"] + k["model_ms"]), (key, name)
+    assert set(out["wired_floor"]["kinds"]) == {"PyMirrorModel"}
+    assert "PyConvModelFixedAccelerated" in out["lava_sim"]["kinds"]
+    text = lava_profile.table("lava-sim", out["lava_sim"]["ms_per_step"],
+                              out["lava_sim"]["kinds"])
+    assert "total" in text and "PyConvModelFixedAccelerated" in text
