@@ -71,10 +71,10 @@ def _head_grid(kernels: List[torch.Tensor], bias: torch.Tensor, lif) -> LayerGri
     return _joint_grid("head_lif", kernels, bias, lif, 1.0 if positions > 1 else 0.5)
 
 
-def _round_head_kernel(k: torch.Tensor, step: float) -> torch.Tensor:
-    """``k`` on the head's grid as the compiler rounds it (along the positions, in float64),
-    with a straight-through gradient."""
-    scaled = (k.detach().double() / step).cpu().numpy()
+def _round_head_kernel(k: torch.Tensor, k64: torch.Tensor, step: float) -> torch.Tensor:
+    """``k`` on the head's grid as the compiler rounds it: along the positions, from the
+    float64 composition ``k64`` (the compiler's), with a straight-through gradient."""
+    scaled = (k64 / step).cpu().numpy()
     ints = round_along_positions(scaled.reshape(*scaled.shape[:2], -1)).reshape(scaled.shape)
     k_q = torch.from_numpy(ints * step).to(dtype=k.dtype, device=k.device)
     return k + (k_q - k).detach()
@@ -121,15 +121,16 @@ def _write_back(conv_bn: ConvBN, w_q: torch.Tensor, b_q: torch.Tensor) -> None:
 def token_mean_kernel(w: torch.Tensor, conv: torch.nn.Conv2d, in_hw: Tuple[int, int],
                       out_hw: Tuple[int, int]) -> torch.Tensor:
     """The full-map kernel of ``mean over tokens (conv(x))`` (the compiler's
-    ``distribute_membrane.token_mean_weight``, in torch so that gradients pass)."""
-    kh, kw = w.shape[2:]
+    ``distribute_membrane.token_mean_weight``, in torch so that gradients pass): the kernel
+    added at every output position's window, one transposed convolution of a map of ones."""
+    d, c, kh, kw = w.shape
     (sh, sw), (ph, pw) = conv.stride, conv.padding
     (h, wd), (ho, wo) = in_hw, out_hw
-    canvas = w.new_zeros(w.shape[0], w.shape[1], h + 2 * ph, wd + 2 * pw)
-    for oy in range(ho):
-        for ox in range(wo):
-            canvas[:, :, oy * sh:oy * sh + kh, ox * sw:ox * sw + kw] += w
-    return canvas[:, :, ph:ph + h, pw:pw + wd] / (ho * wo)
+    windows = F.conv_transpose2d(w.new_ones(1, 1, ho, wo), w.reshape(1, d * c, kh, kw),
+                                 stride=(sh, sw))[0]
+    canvas = F.pad(windows, (0, max(0, wd + 2 * pw - windows.shape[-1]),
+                             0, max(0, h + 2 * ph - windows.shape[-2])))
+    return canvas[:, ph:ph + h, pw:pw + wd].reshape(d, c, h, wd) / (ho * wo)
 
 
 class _FakeQuantStream:
@@ -182,18 +183,19 @@ class _FakeQuantStream:
         return acc + bias.reshape(1, 1, -1, 1, 1)
 
     def _head(self, terms: list, quantized) -> torch.Tensor:
-        kernels, lif = [], self.model.head_lif
+        kernels, exact, lif = [], [], self.model.head_lif
         for (module, spikes), (w_q, _) in zip(terms, quantized):
-            side = spikes.shape[-2:]
-            kernels.append(token_mean_kernel(w_q.double(), module.conv, tuple(side),
-                                             tuple(side)))
+            side = tuple(spikes.shape[-2:])
+            kernels.append(token_mean_kernel(w_q, module.conv, side, side))
+            with torch.no_grad():   # the compiler's float64 composition picks the integers
+                exact.append(token_mean_kernel(w_q.double(), module.conv, side, side))
         bias = sum(b for _, b in quantized[:len(terms)])
-        grid = _head_grid(kernels, bias, lif)
+        grid = _head_grid(exact, bias, lif)
         step = grid.weight_step(lif.tau)
         acc = None
-        for (module, spikes), k in zip(terms, kernels):
+        for (module, spikes), k, k64 in zip(terms, kernels, exact):
             t = spikes.shape[0]
-            y = F.conv2d(spikes.flatten(0, 1), _round_head_kernel(k, step).to(spikes.dtype))
+            y = F.conv2d(spikes.flatten(0, 1), _round_head_kernel(k, k64, step))
             y = y.reshape(t, -1, *y.shape[1:])
             acc = y if acc is None else acc + y
         return acc + _bias_on_grid(bias, grid.bias_step(lif.tau)).reshape(1, 1, -1, 1, 1)

@@ -76,3 +76,21 @@ def test_qat_trains_through_every_grid():
                  "blocks.0.mlp.fc2.conv.weight", "blocks.0.attn.q.conv.weight",
                  "sps.stages.0.conv.weight", "head.weight"):
         assert grads[name] is not None and float(grads[name].abs().sum()) > 0, name
+
+
+@pytest.mark.parametrize("k, stride, padding, side", [(3, 1, 1, 7), (1, 1, 0, 7), (3, 2, 1, 8),
+                                                      (2, 2, 0, 8), (3, 2, 0, 7)])
+def test_qat_composes_the_token_mean_kernel_as_the_compiler_does(k, stride, padding, side):
+    """QAT's one transposed convolution and the compiler's window loop give the same float64
+    kernel (to the last bits: the integers come from it)."""
+    from compiler.ir import Node
+    from compiler.passes.distribute_membrane import token_mean_weight
+    from spikformer_neuro.qat_spike_driven import token_mean_kernel
+
+    w = np.random.default_rng(k + side).normal(size=(5, 3, k, k))
+    out = (side + 2 * padding - k) // stride + 1
+    conv = torch.nn.Conv2d(3, 5, k, stride=stride, padding=padding)
+    node = Node("c", "conv2d", ["x"], (5, out, out), {"weight": w},
+                {"stride": [stride, stride], "padding": [padding, padding], "groups": 1})
+    ours = token_mean_kernel(torch.from_numpy(w), conv, (side, side), (out, out)).numpy()
+    assert np.abs(ours - token_mean_weight(node, (3, side, side))).max() < 1e-15
