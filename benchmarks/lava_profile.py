@@ -37,14 +37,17 @@ _ENV_DIR = "SPIKEFORM_LAVA_PROFILE_DIR"   # where the forked children write thei
 _STATS: Dict[str, float] = {}             # this process's record (one model per Lava process)
 
 
-def install() -> None:
-    """Wrap Lava's spiking-phase handler, stop handler and dense port recv/send (once)."""
+def install():
+    """Wrap Lava's spiking-phase handler, stop handler and dense port recv/send; returns the
+    function that puts the originals back (the wrappers sit in every step of every process,
+    so they are only installed for the runs being profiled)."""
     from lava.magma.core.model.py import ports
     from lava.magma.core.model.py.model import PyLoihiProcessModel
 
-    if getattr(PyLoihiProcessModel, "_spikeform_profiled", False):
-        return
-    spike, stop = PyLoihiProcessModel._spike, PyLoihiProcessModel._stop
+    model, recv, send = PyLoihiProcessModel, ports.PyInPortVectorDense, ports.PyOutPortVectorDense
+    originals = [(model, "_spike", model._spike), (model, "_stop", model._stop),
+                 (recv, "recv", recv.recv), (send, "send", send.send)]
+    spike, stop = model._spike, model._stop
 
     def _spike(self):
         if not _STATS:
@@ -73,21 +76,25 @@ def install() -> None:
                     _STATS["port_cpu"] += time.thread_time() - t
         return wrapper
 
-    PyLoihiProcessModel._spike, PyLoihiProcessModel._stop = _spike, _stop
-    ports.PyInPortVectorDense.recv = timed(ports.PyInPortVectorDense.recv)
-    ports.PyOutPortVectorDense.send = timed(ports.PyOutPortVectorDense.send)
-    PyLoihiProcessModel._spikeform_profiled = True
+    model._spike, model._stop = _spike, _stop
+    recv.recv, send.send = timed(recv.recv), timed(send.send)
+
+    def restore() -> None:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    return restore
 
 
 def profiled(run_fn):
     """``run_fn()``'s result and the per-process records of the Lava run it makes."""
-    install()
+    restore = install()
     with tempfile.TemporaryDirectory(prefix="lava-profile-") as tmp:
         os.environ[_ENV_DIR] = tmp
         try:
             result = run_fn()
         finally:
             os.environ.pop(_ENV_DIR, None)
+            restore()
         deadline = time.monotonic() + 10.0   # children write at stop; give stragglers time
         records = []
         while True:

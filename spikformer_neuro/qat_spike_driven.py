@@ -65,10 +65,9 @@ def _joint_grid(name: str, weights: List[torch.Tensor], bias: torch.Tensor, lif,
 
 
 def _head_grid(kernels: List[torch.Tensor], bias: torch.Tensor, lif) -> LayerGrid:
-    """The head's grid: its full-map kernels are rounded along their positions (one step of
-    slack per weight; compiler.passes.quantize.WeightRounding)."""
-    positions = kernels[0].shape[-2] * kernels[0].shape[-1]
-    return _joint_grid("head_lif", kernels, bias, lif, 1.0 if positions > 1 else 0.5)
+    """The head's grid: its token-mean kernels are rounded along their positions (one step
+    of slack per weight, as compiler.passes.quantize.WeightRounding counts it)."""
+    return _joint_grid("head_lif", kernels, bias, lif, rounding_slack=1.0)
 
 
 def _round_head_kernel(k: torch.Tensor, k64: torch.Tensor, step: float) -> torch.Tensor:

@@ -174,7 +174,7 @@ class WeightRounding:
     """How a LIF's float weights (in weight steps) become integers: to nearest, except the
     token-mean kernels (:func:`token_mean_positions`), rounded along their positions
     (``loihi_numerics.grid.round_along_positions``: a pooled weight spread over N tokens
-    errs by at most 1/2 step over any run of consecutive tokens, not by up to N/2 steps).
+    errs by at most one step over any run of consecutive tokens, not by up to N/2 steps).
 
     ``parts``: per conv feeding the LIF, in input order, its columns per output channel
     (C * kh * kw) and its positions (None: not a token mean)."""
@@ -523,10 +523,9 @@ class Quantizer:
         self.pending_lif[lif.name] = lif_params
 
     def _rounding(self, convs: List[Node]) -> WeightRounding:
-        w = [c.params["weight"] for c in convs]
-        return WeightRounding([(int(np.prod(wi.shape[1:])),
+        return WeightRounding([(int(np.prod(c.params["weight"].shape[1:])),
                                 token_mean_positions(c, self.graph[c.inputs[0]].shape))
-                               for c, wi in zip(convs, w)])
+                               for c in convs])
 
     def _emit_conv(self, conv: Node, w_int: np.ndarray) -> None:
         self.emit(Node(conv.name, "conv2d", conv.inputs, conv.shape,

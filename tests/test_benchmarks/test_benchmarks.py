@@ -166,11 +166,15 @@ def test_lava_profile_accounts_for_every_process_and_changes_no_result(capsys):
     """benchmarks/lava_profile.py: every Lava process of the run (and of its wired floor)
     reports its CPU for every step, the parts add up, and the instrumented run's logits still
     equal the reference executor's."""
+    from lava.magma.core.model.py.model import PyLoihiProcessModel
+
     from benchmarks import lava_profile
     from benchmarks.workloads import load_workload
     from deploy.lava import lower
 
+    spike = PyLoihiProcessModel._spike
     out = lava_profile.profile_checkpoint("test-micro", 2)
+    assert PyLoihiProcessModel._spike is spike   # no wrapper left in later runs' steps
     assert out["logits_equal_reference"]
     processes = len(lower(load_workload("test-micro", 2).graph).stages)
     for key in ("lava_sim", "wired_floor"):

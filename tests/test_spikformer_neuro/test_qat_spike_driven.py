@@ -94,3 +94,25 @@ def test_qat_composes_the_token_mean_kernel_as_the_compiler_does(k, stride, padd
                 {"stride": [stride, stride], "padding": [padding, padding], "groups": 1})
     ours = token_mean_kernel(torch.from_numpy(w), conv, (side, side), (out, out)).numpy()
     assert np.abs(ours - token_mean_weight(node, (3, side, side))).max() < 1e-15
+
+
+def test_qat_rounds_the_head_to_the_integers_the_compiler_emits(snapped):
+    """The head's token-mean kernels: QAT's rounding (along the positions, from its float64
+    composition, on the hinted grid) gives exactly the compiled conv weights."""
+    from loihi_numerics.grid import round_along_positions, scale_for_vth
+    from spikformer_neuro.qat_spike_driven import token_mean_kernel
+
+    model, hints, quantized, _, _ = snapped
+    enable_qat(model, 16)
+    stream = model.fake_quant_stream
+    lif = model.head_lif
+    step = 64 * lif.tau / scale_for_vth(hints["vth"]["head_lif"], lif.v_threshold)
+    side = (model.cfg.token_grid,) * 2
+    heads = [n for n in quantized.by_op("conv2d") if n.name.startswith("head_lif.from.")]
+    assert len(heads) == len(stream.terms) and all(n.attrs["token_mean"] for n in heads)
+    with torch.no_grad():
+        for node, (module, (w_q, _)) in zip(heads, zip(stream.terms, stream.quantized_terms()[0])):
+            k = (token_mean_kernel(w_q.double(), module.conv, side, side) / step).numpy()
+            ints = round_along_positions(k.reshape(*k.shape[:2], -1)).reshape(k.shape)
+            assert np.array_equal(ints, node.params["weight"].astype(np.int64)), node.name
+    disable_qat(model)
